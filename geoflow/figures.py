@@ -1,0 +1,572 @@
+"""Plotly figures and exports for geoflow's particle flows (no Streamlit here).
+
+The main builder, :func:`particle_animation`, turns a particle path ``(F, n, 2)`` (one row per
+frame, particles keeping their identity along simulated paths) into one plotly figure with all
+frames, a time slider and play / pause / slow-motion buttons: the animation runs in the browser.
+Overlays (:class:`Layer`) are drawn in every frame beside the particles: exact-marginal contours,
+JKO particles, velocity arrows, x0_hat, a warped grid, the W2 geodesic.
+
+Conventions (design.md, "The app"): float32 arrays (plotly sends them base64-encoded), plain
+``go.Scatter`` in frames (SVG, not WebGL, so frames animate reliably), fixed axis ranges,
+``uirevision`` so zoom survives reruns, particles coloured by their starting position.
+
+Exports return bytes: PNG/SVG of one frame (kaleido, needs a Chrome/Chromium), GIF/MP4 of the
+animation (frames drawn with PIL, MP4 through the ffmpeg of the imageio-ffmpeg wheel), CSV.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import plotly.graph_objects as go
+
+LayerKind = Literal["markers", "lines", "contour"]
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+FONT = {"size": 16}
+
+
+def typed_array(a: np.ndarray) -> dict[str, str]:
+    """A float32 array as plotly.js's base64 typed array (what plotly.py writes for numpy arrays)."""
+    arr = np.ascontiguousarray(a, dtype="<f4")
+    return {"dtype": "f4", "bdata": base64.b64encode(arr.tobytes()).decode("ascii")}
+
+
+def _jsonable(tr: dict[str, Any]) -> dict[str, Any]:
+    return {k: typed_array(v) if isinstance(v, np.ndarray) else v for k, v in tr.items()}
+
+
+class AnimatedFigure(go.Figure):
+    """A ``go.Figure`` whose frames are kept as ready JSON (base64 float32) instead of validated objects.
+
+    Validating hundreds of frame objects costs about a second in plotly.py; these frames are built
+    by :func:`particle_animation` from checked arrays, so they skip it. ``to_dict`` (what Streamlit
+    and ``plotly.io.to_json`` call) returns them as ``frames``.
+    """
+
+    def __init__(self, *args: Any, raw_frames: list[dict[str, Any]] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._raw_frames = list(raw_frames or [])
+
+    @property
+    def raw_frames(self) -> list[dict[str, Any]]:
+        """The frames as plotly JSON dicts (``name``, ``data``, ``traces``)."""
+        return self._raw_frames
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d["frames"] = self._raw_frames
+        return d
+
+    def to_plotly_json(self) -> dict[str, Any]:
+        return self.to_dict()
+
+
+class ExportUnavailable(RuntimeError):
+    """A static export needs a tool that is not installed here; the message says which."""
+
+
+@dataclass
+class Layer:
+    """An overlay drawn in every frame of an animation.
+
+    Args:
+        name: legend name (also the toggle label).
+        kind: ``"markers"`` (points), ``"lines"`` (polylines separated by NaN rows) or
+            ``"contour"`` (a density on a grid).
+        xy: ``(F, m, 2)`` points per frame for markers / lines (NaN rows break a line).
+        z: ``(F, g, g)`` values per frame for a contour, on the grid ``grid`` (g,) in x and y
+            (``z[f, iy, ix]``).
+        grid: ``(g,)`` grid coordinates for a contour.
+        style: extra plotly trace properties (marker, line, opacity...).
+    """
+
+    name: str
+    kind: LayerKind
+    xy: np.ndarray | None = None
+    z: np.ndarray | None = None
+    grid: np.ndarray | None = None
+    style: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind in ("markers", "lines"):
+            if self.xy is None or self.xy.ndim != 3 or self.xy.shape[2] != 2:
+                raise ValueError(f"layer {self.name!r}: xy must have shape (F, m, 2)")
+            self.xy = np.asarray(self.xy, dtype=np.float32)
+        elif self.kind == "contour":
+            if self.z is None or self.grid is None or self.z.ndim != 3:
+                raise ValueError(f"layer {self.name!r}: a contour needs z (F, g, g) and grid (g,)")
+            self.z = np.asarray(self.z, dtype=np.float32)
+            self.grid = np.asarray(self.grid, dtype=np.float32)
+        else:
+            raise ValueError(f"unknown layer kind {self.kind!r}; valid: markers, lines, contour")
+
+    @property
+    def n_frames(self) -> int:
+        arr = self.xy if self.kind != "contour" else self.z
+        assert arr is not None
+        return arr.shape[0]
+
+    def trace(self, f: int) -> dict[str, Any]:
+        """The plotly trace (as a dict) of frame ``f``."""
+        if self.kind == "contour":
+            assert self.z is not None
+            return {"type": "contour", "x": self.grid, "y": self.grid, "z": self.z[f]}
+        assert self.xy is not None
+        mode = "markers" if self.kind == "markers" else "lines"
+        return {"type": "scatter", "mode": mode, "x": self.xy[f, :, 0], "y": self.xy[f, :, 1]}
+
+    def base_trace(self) -> dict[str, Any]:
+        """Frame 0's trace with the layer's name and style."""
+        tr = self.trace(0)
+        tr.update({"name": self.name, "hoverinfo": "skip"})
+        if self.kind == "contour":
+            tr.update({"showscale": False, "contours": {"coloring": "lines"}, "ncontours": 12})
+        tr.update(self.style)
+        return tr
+
+
+# --------------------------------------------------------------------------- colours
+def position_colors(points: np.ndarray) -> list[str]:
+    """A 2-D colour map of positions: hue from the angle, saturation from the radius.
+
+    Args:
+        points: (n, 2) starting positions.
+
+    Returns:
+        n hex colours; nearby points get similar colours, so transport stays readable.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    c = p - p.mean(0)
+    r = np.hypot(c[:, 0], c[:, 1])
+    scale = np.quantile(r, 0.95) if len(r) else 1.0
+    hue = (np.arctan2(c[:, 1], c[:, 0]) / (2 * math.pi)) % 1.0
+    sat = np.clip(0.25 + 0.75 * r / max(scale, 1e-9), 0.25, 1.0)
+    rgb = _hsv_to_rgb(hue, sat, np.full_like(hue, 0.85))
+    codes = np.round(255 * rgb).astype(int)
+    return [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in codes]
+
+
+def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Vectorised ``colorsys.hsv_to_rgb``: arrays of shape (n,) in [0, 1] -> (n, 3)."""
+    i = np.floor(h * 6.0).astype(int) % 6
+    f = h * 6.0 - np.floor(h * 6.0)
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    table = np.stack(
+        [
+            np.stack([v, t, p], 1),
+            np.stack([q, v, p], 1),
+            np.stack([p, v, t], 1),
+            np.stack([p, q, v], 1),
+            np.stack([t, p, v], 1),
+            np.stack([v, p, q], 1),
+        ]
+    )
+    return table[i, np.arange(len(h))]
+
+
+# --------------------------------------------------------------------------- animation
+def _axes(bounds: tuple[float, float], uirevision: str) -> dict[str, Any]:
+    lo, hi = bounds
+    ax = {"range": [lo, hi], "zeroline": False, "showgrid": True, "gridcolor": "#e5e5e5"}
+    return {
+        "xaxis": {**ax, "constrain": "domain"},
+        "yaxis": {**ax, "scaleanchor": "x", "scaleratio": 1},
+        "uirevision": uirevision,
+        "plot_bgcolor": "white",
+        "font": FONT,
+    }
+
+
+def _frame_args(duration: int) -> dict[str, Any]:
+    return {
+        "frame": {"duration": duration, "redraw": True},
+        "mode": "immediate",
+        "fromcurrent": True,
+        "transition": {"duration": 0},
+    }
+
+
+def particle_animation(
+    paths: np.ndarray,
+    labels: Sequence[str],
+    *,
+    colors: Sequence[str] | None = None,
+    layers: Sequence[Layer] = (),
+    bounds: tuple[float, float] = (-4.5, 4.5),
+    title: str = "",
+    start_frame: int = 0,
+    marker_size: float = 5.0,
+    uirevision: str = "geoflow",
+    frame_ms: int = 80,
+) -> go.Figure:
+    """An animated scatter of particles that keep their identity across frames.
+
+    Args:
+        paths: (F, n, 2) particle positions per frame.
+        labels: F slider labels (e.g. ``"noising t=0.50"``).
+        colors: n colours (default: :func:`position_colors` of frame 0).
+        layers: overlays, each with F frames; drawn under the particles.
+        bounds: fixed square axis range (lo, hi).
+        title: figure title.
+        start_frame: the frame shown before play (single-step mode moves it).
+        marker_size: particle marker size in px.
+        uirevision: constant across reruns so zoom and pan survive.
+        frame_ms: playback duration of one frame (ms); the slow-motion button uses 5x.
+
+    Returns:
+        a plotly Figure with ``len(labels)`` frames named ``"0"..."F-1"``.
+    """
+    paths = np.asarray(paths, dtype=np.float32)
+    if paths.ndim != 3 or paths.shape[2] != 2:
+        raise ValueError(f"paths must have shape (F, n, 2), got {paths.shape}")
+    n_frames = paths.shape[0]
+    if len(labels) != n_frames:
+        raise ValueError(f"need one label per frame: {len(labels)} labels for {n_frames} frames")
+    for layer in layers:
+        if layer.n_frames != n_frames:
+            raise ValueError(f"layer {layer.name!r} has {layer.n_frames} frames, particles have {n_frames}")
+    start = int(np.clip(start_frame, 0, n_frames - 1))
+    cols = list(colors) if colors is not None else position_colors(paths[0])
+
+    def particles(f: int) -> dict[str, Any]:
+        return {"type": "scatter", "mode": "markers", "x": paths[f, :, 0], "y": paths[f, :, 1]}
+
+    data = [layer.base_trace() for layer in layers]
+    for i, layer in enumerate(layers):
+        data[i].update(layer.trace(start))
+    base = particles(start)
+    base.update(
+        {
+            "name": "particles",
+            "marker": {"color": cols, "size": marker_size, "opacity": 0.85, "line": {"width": 0}},
+            "hoverinfo": "skip",
+        }
+    )
+    data.append(base)
+    traces = list(range(len(data)))
+    frames = [
+        {
+            "name": str(f),
+            "data": [_jsonable(layer.trace(f)) for layer in layers] + [_jsonable(particles(f))],
+            "traces": traces,
+        }
+        for f in range(n_frames)
+    ]
+    steps = [
+        {"args": [[str(f)], _frame_args(0)], "label": labels[f], "method": "animate"} for f in range(n_frames)
+    ]
+    layout = {
+        **_axes(bounds, uirevision),
+        "title": {"text": title},
+        "height": 640,
+        "margin": {"l": 40, "r": 20, "t": 60, "b": 20},
+        "legend": {"orientation": "h", "y": -0.02, "yanchor": "top"},
+        "updatemenus": [
+            {
+                "type": "buttons",
+                "direction": "left",
+                "x": 0.0,
+                "y": 1.0,
+                "xanchor": "left",
+                "yanchor": "bottom",
+                "pad": {"t": 0, "b": 8},
+                "showactive": False,
+                "buttons": [
+                    {"label": "▶ Play", "method": "animate", "args": [None, _frame_args(frame_ms)]},
+                    {"label": "🐢 Slow", "method": "animate", "args": [None, _frame_args(5 * frame_ms)]},
+                    {
+                        "label": "⏸ Pause",
+                        "method": "animate",
+                        "args": [[None], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate"}],
+                    },
+                ],
+            }
+        ],
+        "sliders": [
+            {
+                "active": start,
+                "steps": steps,
+                "x": 0.0,
+                "len": 1.0,
+                "pad": {"t": 40},
+                "currentvalue": {"prefix": "", "font": {"size": 18}},
+                "transition": {"duration": 0},
+            }
+        ],
+    }
+    return AnimatedFigure(data=data, layout=layout, raw_frames=frames)
+
+
+def still_figure(fig: go.Figure, frame: int) -> go.Figure:
+    """The figure at one frame, without frames, slider or buttons (for PNG/SVG export)."""
+    out = go.Figure(go.Figure.to_dict(fig))
+    raw = fig.raw_frames if isinstance(fig, AnimatedFigure) else [f.to_plotly_json() for f in fig.frames]
+    if raw:
+        f = int(np.clip(frame, 0, len(raw) - 1))
+        for i, tr in zip(raw[f]["traces"], raw[f]["data"], strict=True):
+            out.data[i].update(tr)
+        label = fig.layout.sliders[0].steps[f].label if fig.layout.sliders else ""
+        title = (fig.layout.title.text or "") + (f" ({label})" if label else "")
+        out.update_layout(title_text=title)
+    out.frames = ()
+    out.update_layout(sliders=[], updatemenus=[])
+    return out
+
+
+def line_chart(
+    x: np.ndarray,
+    series: dict[str, np.ndarray],
+    *,
+    title: str,
+    xaxis: str,
+    yaxis: str,
+    floor: float | None = None,
+    floor_label: str = "floor",
+    log_x: bool = False,
+    log_y: bool = False,
+    markers: bool = True,
+    uirevision: str = "geoflow-side",
+) -> go.Figure:
+    """A small line chart of one or more series against x, with an optional horizontal floor."""
+    fig = go.Figure()
+    for name, y in series.items():
+        fig.add_trace(
+            go.Scatter(
+                x=np.asarray(x, dtype=np.float32),
+                y=np.asarray(y, dtype=np.float32),
+                name=name,
+                mode="lines+markers" if markers else "lines",
+            )
+        )
+    if floor is not None and math.isfinite(floor):
+        fig.add_hline(
+            y=floor, line_dash="dash", line_color="grey", annotation_text=f"{floor_label} {floor:.3g}"
+        )
+    fig.update_layout(
+        title={"text": title},
+        xaxis_title=xaxis,
+        yaxis_title=yaxis,
+        height=320,
+        margin={"l": 50, "r": 10, "t": 50, "b": 40},
+        uirevision=uirevision,
+        font=FONT,
+        legend={"orientation": "h", "y": -0.25},
+        plot_bgcolor="white",
+    )
+    if log_x:
+        fig.update_xaxes(type="log")
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def scatter_panel(
+    points: dict[str, np.ndarray],
+    *,
+    title: str,
+    bounds: tuple[float, float],
+    colors: Sequence[str] | None = None,
+    uirevision: str = "geoflow-panel",
+) -> go.Figure:
+    """A static scatter of named point sets (n_i, 2); the first takes ``colors`` if given."""
+    fig = go.Figure()
+    for k, (name, p) in enumerate(points.items()):
+        p = np.asarray(p, dtype=np.float32)
+        marker: dict[str, Any] = {"size": 5, "opacity": 0.8}
+        if k == 0 and colors is not None:
+            marker["color"] = list(colors)
+        fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="markers", name=name, marker=marker))
+    fig.update_layout(
+        **_axes(bounds, uirevision), title={"text": title}, height=480, margin={"l": 30, "r": 10, "t": 50}
+    )
+    return fig
+
+
+def arrow_segments(base: np.ndarray, vec: np.ndarray, head: float = 0.3) -> np.ndarray:
+    """Arrows as one polyline with NaN breaks: shaft plus two barbs per arrow.
+
+    Args:
+        base: (m, 2) arrow tails.
+        vec: (m, 2) arrow vectors (already scaled to plot units).
+        head: barb length as a fraction of the arrow length.
+
+    Returns:
+        (7 m, 2) float32 points: tail, tip, NaN, barb, tip, barb, NaN for each arrow.
+    """
+    base = np.asarray(base, dtype=np.float64)
+    vec = np.asarray(vec, dtype=np.float64)
+    tip = base + vec
+    ang = math.radians(25)
+    rot = np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]])
+    back = -head * vec
+    b1 = tip + back @ rot.T
+    b2 = tip + back @ rot
+    nan = np.full_like(base, np.nan)
+    out = np.stack([base, tip, nan, b1, tip, b2, nan], axis=1).reshape(-1, 2)
+    return out.astype(np.float32)
+
+
+def grid_lines(bounds: tuple[float, float], n_lines: int = 11, n_points: int = 30) -> np.ndarray:
+    """Points of a square grid of lines, ordered as polylines with NaN breaks.
+
+    Returns:
+        (2 n_lines (n_points + 1), 2) float32; the NaN rows separate the lines.
+    """
+    lo, hi = bounds
+    a = np.linspace(lo, hi, n_lines)
+    s = np.linspace(lo, hi, n_points)
+    rows = []
+    for v in a:
+        rows.append(np.stack([s, np.full_like(s, v)], 1))
+        rows.append(np.full((1, 2), np.nan))
+    for v in a:
+        rows.append(np.stack([np.full_like(s, v), s], 1))
+        rows.append(np.full((1, 2), np.nan))
+    return np.concatenate(rows).astype(np.float32)
+
+
+def figure_json_bytes(fig: go.Figure) -> int:
+    """Size in bytes of the JSON Streamlit sends for ``fig``."""
+    import plotly.io as pio
+
+    return len(pio.to_json(fig, validate=False).encode())
+
+
+# --------------------------------------------------------------------------- exports
+def find_chromium() -> str | None:
+    """Path of a Chrome/Chromium kaleido can drive, or None."""
+    env = os.environ.get("BROWSER_PATH")
+    if env and os.path.exists(env):
+        return env
+    for c in CHROMIUM_CANDIDATES:
+        if os.path.exists(c):
+            return c
+    return shutil.which("chromium") or shutil.which("google-chrome")
+
+
+def static_image(fig: go.Figure, fmt: Literal["png", "svg"] = "png", scale: float = 2.0) -> bytes:
+    """PNG or SVG bytes of a (still) figure through kaleido.
+
+    Raises:
+        ExportUnavailable: no Chromium found, or kaleido failed to drive it.
+    """
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"unknown image format {fmt!r}; valid: png, svg")
+    chrome = find_chromium()
+    if chrome is None:
+        raise ExportUnavailable(
+            "PNG/SVG export needs Chromium (kaleido drives it): install it with "
+            "`apt-get install chromium`, or use the camera icon of the chart, or the GIF export."
+        )
+    os.environ.setdefault("BROWSER_PATH", chrome)
+    try:
+        return fig.to_image(format=fmt, scale=scale if fmt == "png" else 1.0, width=900, height=800)
+    except Exception as e:  # kaleido raises many kinds; the user needs one readable line
+        raise ExportUnavailable(f"static export failed ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def render_frames(
+    paths: np.ndarray,
+    colors: Sequence[str],
+    bounds: tuple[float, float],
+    labels: Sequence[str] | None = None,
+    size: int = 480,
+    radius: float = 2.0,
+    every: int = 1,
+) -> list[np.ndarray]:
+    """Draw each frame of ``paths`` (F, n, 2) as an RGB image with PIL (no browser needed).
+
+    Returns:
+        list of (size, size, 3) uint8 arrays.
+    """
+    from PIL import Image, ImageDraw
+
+    lo, hi = bounds
+    paths = np.asarray(paths, dtype=np.float64)
+    rgb = [tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in colors]
+    px = (paths - lo) / (hi - lo) * (size - 1)
+    out = []
+    for f in range(0, paths.shape[0], max(1, every)):
+        img = Image.new("RGB", (size, size), "white")
+        draw = ImageDraw.Draw(img)
+        # light axes through the origin, as in the live figure
+        o = (0 - lo) / (hi - lo) * (size - 1)
+        draw.line([(o, 0), (o, size)], fill=(225, 225, 225))
+        draw.line([(0, size - 1 - o), (size, size - 1 - o)], fill=(225, 225, 225))
+        for (x, y), c in zip(px[f], rgb, strict=True):
+            if not (math.isfinite(x) and math.isfinite(y)):
+                continue
+            yy = size - 1 - y
+            draw.ellipse([x - radius, yy - radius, x + radius, yy + radius], fill=c)
+        if labels is not None:
+            draw.text((8, 8), labels[f], fill=(0, 0, 0))
+        out.append(np.asarray(img))
+    return out
+
+
+def gif_bytes(images: Sequence[np.ndarray], fps: float = 12.0) -> bytes:
+    """An animated GIF (looping) of RGB frames, in memory."""
+    import imageio.v3 as iio
+
+    if not images:
+        raise ValueError("no frames to export")
+    return iio.imwrite("<bytes>", np.stack(images), extension=".gif", duration=1000.0 / fps, loop=0)
+
+
+def mp4_bytes(images: Sequence[np.ndarray], fps: float = 12.0) -> bytes:
+    """An H.264 MP4 of RGB frames through the ffmpeg shipped in the imageio-ffmpeg wheel.
+
+    ffmpeg writes a seekable file, so a private temporary file is used and read back.
+    """
+    import imageio_ffmpeg
+
+    if not images:
+        raise ValueError("no frames to export")
+    h, w = images[0].shape[:2]
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "anim.mp4")
+        writer = imageio_ffmpeg.write_frames(
+            path, (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=16
+        )
+        writer.send(None)
+        for im in images:
+            writer.send(np.ascontiguousarray(im))
+        writer.close()
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def paths_csv(paths: np.ndarray, times: np.ndarray, phase: Sequence[str] | None = None) -> bytes:
+    """CSV of every plotted particle position: frame, phase, t, particle, x, y."""
+    paths = np.asarray(paths, dtype=np.float32)
+    n_f, n, _ = paths.shape
+    buf = io.StringIO()
+    buf.write("frame,phase,t,particle,x,y\n")
+    for f in range(n_f):
+        ph = phase[f] if phase is not None else ""
+        t = float(times[f])
+        for i in range(n):
+            buf.write(f"{f},{ph},{t:.6g},{i},{paths[f, i, 0]:.6g},{paths[f, i, 1]:.6g}\n")
+    return buf.getvalue().encode()
+
+
+def table_csv(columns: dict[str, Sequence[Any]]) -> bytes:
+    """CSV of equal-length named columns (the numbers behind a side chart)."""
+    names = list(columns)
+    lens = {len(v) for v in columns.values()}
+    if len(lens) > 1:
+        raise ValueError(f"columns have different lengths: {sorted(lens)}")
+    rows = zip(*(columns[k] for k in names), strict=True)
+    lines = [",".join(names)] + [
+        ",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in r) for r in rows
+    ]
+    return ("\n".join(lines) + "\n").encode()
