@@ -13,7 +13,7 @@ import math
 import sys
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ MAX_PARTICLES = 2000
 MAX_STEPS = 200
 FWD_STEPS = 200  # forward noising is simulated on this fixed grid, so x_T never depends on N
 SCORE_SOURCES = ("auto", "exact", "pretrained", "session")
-PROJECTED = {"predict_project", "predict_project_ancestral", "predict_project_renoise"}
+PROJECTED_PREFIX = "predict_project"  # every predict-project variant takes project= and strength=
 USER_PREFIX = "mine: "
 
 
@@ -60,6 +60,7 @@ def url_state(
 
     A bad value in a shared link falls back to the default (with a toast) instead of crashing.
     """
+    st.session_state.setdefault("_url_keys", set()).add(key)  # per session: synced at the end of the run
     if key not in st.session_state:
         value = default
         raw = st.query_params.get(key)
@@ -79,12 +80,14 @@ def url_state(
     return key
 
 
-def sync_url(settings: Any, prefix: str = "") -> None:
-    """Write a settings dataclass into ``st.query_params`` so the link reproduces the view."""
-    for f in fields(settings):
-        v = getattr(settings, f.name)
-        if isinstance(v, (bool, int, float, str)):
-            st.query_params[prefix + f.name] = str(v)
+def sync_url() -> None:
+    """Write this run's URL-backed settings into ``st.query_params``: the link reproduces the view."""
+    keys = st.session_state.get("_url_keys", set())
+    for key in sorted(keys):
+        v = st.session_state.get(key)
+        if isinstance(v, (bool, int, float, str)) and st.query_params.get(key) != str(v):
+            st.query_params[key] = str(v)
+    keys.clear()
 
 
 # --------------------------------------------------------------------------- densities and models
@@ -326,7 +329,7 @@ def run_sampler(
         "callback": cb,
         "generator": generator(spec.seed, 2),
     }
-    if spec.sampler_name in PROJECTED:
+    if spec.sampler_name.startswith(PROJECTED_PREFIX):
         kwargs["project"] = _projection_hook(spec, src, density)
         kwargs["strength"] = spec.strength
     info = get_sampler(spec.sampler_name)
@@ -574,8 +577,8 @@ def jko_overlay(spec: RunSpec, src: ScoreSource, traj: Trajectory) -> tuple[figu
     )
 
 
-JKO_PARTICLES = 500
-JKO_H = 0.1
+JKO_PARTICLES = 300
+JKO_H = 0.25
 JKO_KEYFRAMES = 21
 
 
@@ -755,7 +758,7 @@ def run_controls(container: Any = None, projection_toggle: bool = True) -> RunSp
         help="auto: your model for your data, else the shipped pretrained model, else the exact mixture score",
     )
     c.radio("SDE", SDE_NAMES, horizontal=True, key=url_state("sde", d.sde, SDE_NAMES), format_func=str.upper)
-    names = [n for n in sampler_options() if n not in PROJECTED]
+    names = [n for n in sampler_options() if not n.startswith(PROJECTED_PREFIX)]
     c.selectbox(
         "sampler",
         names,

@@ -186,6 +186,6 @@ def side_charts(s: Settings, src: C.ScoreSource, traj: C.Trajectory) -> None:
 
 
 settings = controls()
-C.sync_url(settings.run)
+C.sync_url()
 st.title("Flows: noising and generation as particles")
 render(settings, compute(settings))
