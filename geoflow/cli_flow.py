@@ -139,8 +139,8 @@ def write_figure(res: dict[str, np.ndarray], path: str | Path) -> str:
                 row=1, col=c,
             )  # fmt: skip
         fig.add_trace(
-            go.Scatter(x=jko[k, :, 0], y=jko[k, :, 1], mode="markers",
-                       marker={"size": 3, "color": color, "colorscale": "HSV"}, name="JKO", showlegend=c == 1),
+            go.Scatter(x=jko[k, :, 0], y=jko[k, :, 1], mode="markers", name="JKO", showlegend=c == 1,
+                       marker={"size": 3, "color": color, "colorscale": "HSV"}),
             row=1, col=c,
         )  # fmt: skip
         fig.update_xaxes(range=[-4, 4], row=1, col=c)
@@ -172,7 +172,8 @@ def run_flow(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, **res)
     msg = (
-        f"wrote {out}: {len(res['t'])} keyframes x {int(res['n'])} particles; JKO {float(res['seconds_jko']):.1f} s; "
+        f"wrote {out}: {len(res['t'])} keyframes x {int(res['n'])} particles; "
+        f"JKO {float(res['seconds_jko']):.1f} s; "
         f"max W2(JKO, exact) {res['w2_to_exact'].max():.3f} (floor {res['w2_floor'].max():.3f}); "
         f"flow length {float(res['flow_length']):.3f} vs geodesic {float(res['geodesic_length']):.3f}"
     )
