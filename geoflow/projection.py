@@ -106,13 +106,16 @@ class ProjectionModel(nn.Module):
     """The projection network ``T_theta(x, t')`` of method.md section 3, tied to one score network.
 
     The raw network sees the scaled input ``c_in(t') x`` and ``t' = t - dt`` (method.md conditions
-    T on t - dt); its output ``f`` is turned into a displacement with the optimum's known factors:
+    T on t - dt); its output ``f`` is turned into a displacement with the optimum's known factor
+    and the step's own length scale:
 
-        T(x, t, t') = -(2 / (2 + c(t))) * s(t') * f(c_in(t') x, t'),   c = sqrt(beta(t)).
+        T(x, t, t') = -(2 / (2 + c(t))) * s(t) * f(c_in(t') x, t'),   c = sqrt(beta(t)).
 
-    With ``f`` equal to the score network's eps-prediction this is exactly the training-free
-    (Tweedie) projection, so training starts there when the architectures match (warm start) and
-    learns what the loss adds: the predicted point ``x_pred`` does not lie on the marginal at t'.
+    The output scale is ``s(t)``, not ``s(t')``: a large step leaves x_pred off the marginal at t'
+    by up to the noise level it started from (at the last step ``s(t') ~ 0`` while the optimum
+    does not vanish). Training can start from the score network's weights (warm start, same
+    architecture): then ``f`` starts as the eps-prediction at t', i.e. ``s(t) / s(t')`` times the
+    training-free (Tweedie) projection.
 
     Args:
         net: raw network ``f(x, t)`` (``geoflow.nets.build_net`` family), output shaped like x.
@@ -149,7 +152,7 @@ class ProjectionModel(nn.Module):
         a, s = self.sde.alpha(tn), self.sde.sigma(tn)
         c_in = 1.0 / torch.sqrt(a * a * self.data_std**2 + s * s)
         f = self.net(x * _scal(c_in, x), tn.to(x.dtype))
-        return -_scal(shrink_factor(self.sde, tb) * s, x) * f
+        return -_scal(shrink_factor(self.sde, tb) * self.sde.sigma(tb), x) * f
 
     def check_matches(self, score_model: nn.Module, what: str = "the score network") -> None:
         """Raise ``ValueError`` unless ``score_model`` is the network this T was trained with."""
@@ -323,7 +326,7 @@ def new_projection_model(
 ) -> ProjectionModel:
     """A fresh T network for ``score_model`` (same architecture unless ``net_cfg`` is given).
 
-    With ``warm_start`` and a matching architecture, T starts as the Tweedie projection.
+    With ``warm_start`` and a matching architecture, T's network starts from the score network's.
     """
     cfg = net_cfg if net_cfg is not None else net_config(score_model.net)
     net = build_net(dict(cfg))
@@ -366,7 +369,7 @@ def train_projection(
         progress, should_stop: as in :func:`geoflow.train.train_score`.
         net_cfg: network config (default: the score network's).
         score_name: name recorded in the checkpoint.
-        warm_start: start from the score network's weights (T = Tweedie projection) when possible.
+        warm_start: start from the score network's weights when the architectures match.
 
     Returns:
         the trained :class:`ProjectionModel` in eval mode (EMA weights), the loop's summary in
