@@ -44,6 +44,13 @@ def _jsonable(tr: dict[str, Any]) -> dict[str, Any]:
     return {k: typed_array(v) if isinstance(v, np.ndarray) else v for k, v in tr.items()}
 
 
+def _decode_typed(v: Any) -> Any:
+    """Inverse of :func:`typed_array` (other values pass through)."""
+    if isinstance(v, dict) and set(v) >= {"dtype", "bdata"}:
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]).newbyteorder("<"))
+    return v
+
+
 class AnimatedFigure(go.Figure):
     """A ``go.Figure`` whose frames are kept as ready JSON (base64 float32) instead of validated objects.
 
@@ -207,7 +214,8 @@ def particle_animation(
     marker_size: float = 5.0,
     uirevision: str = "geoflow",
     frame_ms: int = 80,
-) -> go.Figure:
+    compact: bool = False,
+) -> AnimatedFigure:
     """An animated scatter of particles that keep their identity across frames.
 
     Args:
@@ -221,6 +229,10 @@ def particle_animation(
         marker_size: particle marker size in px.
         uirevision: constant across reruns so zoom and pan survive.
         frame_ms: playback duration of one frame (ms); the slow-motion button uses 5x.
+        compact: narrow layout (buttons under a full-width slider) for side-by-side figures.
+
+    The slider carries ``len(labels)`` steps; play, slow motion and pause are plotly buttons, so
+    the animation runs in the browser without a server round trip.
 
     Returns:
         a plotly Figure with ``len(labels)`` frames named ``"0"..."F-1"``.
@@ -267,24 +279,25 @@ def particle_animation(
     layout = {
         **_axes(bounds, uirevision),
         "title": {"text": title},
-        "height": 640,
-        "margin": {"l": 40, "r": 20, "t": 60, "b": 20},
-        "legend": {"orientation": "h", "y": -0.02, "yanchor": "top"},
+        "height": 760,
+        "margin": {"l": 50, "r": 20, "t": 110, "b": 190 if compact else 150},
+        "legend": {"orientation": "h", "x": 0.0, "y": 1.0, "yanchor": "bottom", "xanchor": "left"},
         "updatemenus": [
             {
                 "type": "buttons",
                 "direction": "left",
                 "x": 0.0,
-                "y": 1.0,
+                "y": 0.0,
                 "xanchor": "left",
-                "yanchor": "bottom",
-                "pad": {"t": 0, "b": 8},
+                "yanchor": "top",
+                "pad": {"t": 130 if compact else 70, "r": 10},
                 "showactive": False,
+                "font": {"size": 15},
                 "buttons": [
                     {"label": "▶ Play", "method": "animate", "args": [None, _frame_args(frame_ms)]},
-                    {"label": "🐢 Slow", "method": "animate", "args": [None, _frame_args(5 * frame_ms)]},
+                    {"label": "Slow", "method": "animate", "args": [None, _frame_args(5 * frame_ms)]},
                     {
-                        "label": "⏸ Pause",
+                        "label": "❚❚ Pause",
                         "method": "animate",
                         "args": [[None], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate"}],
                     },
@@ -295,11 +308,14 @@ def particle_animation(
             {
                 "active": start,
                 "steps": steps,
-                "x": 0.0,
-                "len": 1.0,
-                "pad": {"t": 40},
+                "x": 0.0 if compact else 0.3,
+                "len": 1.0 if compact else 0.7,
+                "y": 0.0,
+                "yanchor": "top",
+                "pad": {"t": 50},
                 "currentvalue": {"prefix": "", "font": {"size": 18}},
                 "transition": {"duration": 0},
+                "font": {"size": 11},
             }
         ],
     }
@@ -313,12 +329,13 @@ def still_figure(fig: go.Figure, frame: int) -> go.Figure:
     if raw:
         f = int(np.clip(frame, 0, len(raw) - 1))
         for i, tr in zip(raw[f]["traces"], raw[f]["data"], strict=True):
-            out.data[i].update(tr)
+            out.data[i].update({k: _decode_typed(v) for k, v in tr.items()})
         label = fig.layout.sliders[0].steps[f].label if fig.layout.sliders else ""
         title = (fig.layout.title.text or "") + (f" ({label})" if label else "")
         out.update_layout(title_text=title)
     out.frames = ()
-    out.update_layout(sliders=[], updatemenus=[])
+    out.layout.sliders = ()
+    out.layout.updatemenus = ()
     return out
 
 

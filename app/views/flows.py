@@ -10,6 +10,7 @@ import streamlit as st
 
 from geoflow import figures
 
+COLOR_BY = ("data position x_0", "noise position x_T")
 OVERLAYS = ("exact marginal", "JKO path", "velocity field", "x0_hat", "warped grid", "W2 geodesic")
 
 
@@ -28,8 +29,8 @@ def controls() -> Settings:
     ov = st.sidebar.multiselect("draw with the particles", OVERLAYS, key="overlays")
     color_by = st.sidebar.radio(
         "colour particles by",
-        ("noise position x_T", "data position x_0"),
-        key=C.url_state("color_by", "noise position x_T"),
+        COLOR_BY,
+        key=C.url_state("color_by", COLOR_BY[0], COLOR_BY),
     )
     frame = int(st.session_state.get("frame", 0))
     return Settings(run, tuple(o for o in OVERLAYS if o in ov), color_by, frame)
@@ -85,7 +86,7 @@ def render(s: Settings, result: tuple | None) -> None:
         )
     fig = build_figure(s, src, traj, layers)
     n_f = traj.paths.shape[0]
-    st.plotly_chart(fig, key="flow_chart", config={"displaylogo": False})
+    st.plotly_chart(fig, theme=None, key="flow_chart", config={"displaylogo": False})
     step_controls(n_f, traj)
     cols = st.columns(4)
     cols[0].metric("steps N", s.run.steps)
@@ -122,7 +123,7 @@ def step_controls(n_f: int, traj: C.Trajectory) -> None:
         st.rerun()
     c3.caption(
         f"single-step mode: frame {st.session_state['frame']} of {n_f - 1} ({traj.labels[st.session_state['frame']]}); "
-        "▶ Play / 🐢 Slow run in the browser."
+        "▶ Play and Slow run in the browser."
     )
 
 
@@ -154,7 +155,7 @@ def side_charts(s: Settings, src: C.ScoreSource, traj: C.Trajectory) -> None:
     fig1.add_scatter(
         x=series_w2["noising"][0], y=series_w2["noising"][1], name="noising", mode="lines+markers"
     )
-    cols[0].plotly_chart(fig1, key="w2_chart")
+    cols[0].plotly_chart(fig1, theme=None, key="w2_chart")
     fe = {"particles (generation)": series_fe["generation"][1]}
     fig2 = figures.line_chart(
         t[phase == "generation"], fe, title="free energy KL(mu_t || pi)", xaxis="t", yaxis="KL (nats)"
@@ -164,7 +165,7 @@ def side_charts(s: Settings, src: C.ScoreSource, traj: C.Trajectory) -> None:
     )
     if np.isfinite(m["free_energy_exact"]).any():
         fig2.add_scatter(x=t, y=m["free_energy_exact"], name="exact marginal", mode="markers")
-    cols[1].plotly_chart(fig2, key="fe_chart")
+    cols[1].plotly_chart(fig2, theme=None, key="fe_chart")
     cols[2].metric(
         "W2 of the samples to data", f"{m['w2_data']:.3f}", help=f"exact W2 (POT), n = {m['n_eval']}"
     )

@@ -192,7 +192,7 @@ def render(s: Settings, r: dict) -> None:
             marker={"color": colors, "size": 9},
         )
         fig.update_layout(height=480)
-        st.plotly_chart(fig, key="pca_chart")
+        st.plotly_chart(fig, theme=None, key="pca_chart")
     st.subheader("x_t (top) and x0_hat (bottom) over the steps")
     for row in range(min(3, r["states"].shape[1])):
         xs, tt = strip(r["states"], r["t"], row)

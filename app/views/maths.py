@@ -126,7 +126,7 @@ def theorem1(s: Settings, traj: C.Trajectory, colors: list[str], bounds: tuple[f
                 markers=False,
             )
             fig.add_vline(x=s.t, line_dash="dot")
-            st.plotly_chart(fig, key="fe_t1")
+            st.plotly_chart(fig, theme=None, key="fe_t1")
     with c2:
         k = int(np.abs(traj.times[: traj.n_forward] - s.t).argmin())
         from geoflow import wgf
@@ -147,7 +147,7 @@ def theorem1(s: Settings, traj: C.Trajectory, colors: list[str], bounds: tuple[f
         fig.add_scatter(
             x=arr[:, 0], y=arr[:, 1], mode="lines", name="v_t", line={"color": "rgba(200,40,40,0.7)"}
         )
-        st.plotly_chart(fig, key="t1_view")
+        st.plotly_chart(fig, theme=None, key="t1_view")
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -189,7 +189,7 @@ def theorem2(s: Settings, src: C.ScoreSource, traj: C.Trajectory, bounds: tuple[
             title=f"same t = {rev_t[k]:.2f}: generation vs noising",
             bounds=bounds,
         )
-        st.plotly_chart(fig, key="t2_view")
+        st.plotly_chart(fig, theme=None, key="t2_view")
 
 
 def predict_project(s: Settings, src: C.ScoreSource, bounds: tuple[float, float]) -> None:
@@ -228,7 +228,7 @@ def predict_project(s: Settings, src: C.ScoreSource, bounds: tuple[float, float]
         ):
             seg = figures.arrow_segments(a, b - a, head=0.2)
             fig.add_scatter(x=seg[:, 0], y=seg[:, 1], mode="lines", name=name, line={"color": color})
-        st.plotly_chart(fig, key="pp_view")
+        st.plotly_chart(fig, theme=None, key="pp_view")
 
 
 def diagnostic(s: Settings) -> None:

@@ -119,8 +119,9 @@ def render(s: Settings, r: dict | None) -> None:
                 start_frame=len(labels) - 1,
                 title=f"{traj.sampler_label}<br>N={spec.steps}, NFE={traj.nfe}",
                 uirevision=f"proj-{key}",
+                compact=True,
             )
-            st.plotly_chart(fig, key=f"proj_chart_{key}")
+            st.plotly_chart(fig, theme=None, key=f"proj_chart_{key}")
             m = st.columns(3)
             m[0].metric("NFE", traj.nfe)
             m[1].metric(
@@ -167,7 +168,7 @@ def single_step(s: Settings, traj: C.Trajectory, colors: list[str], bounds: tupl
         uirevision="proj-single",
         frame_ms=300,
     )
-    st.plotly_chart(fig, key="single_step_chart")
+    st.plotly_chart(fig, theme=None, key="single_step_chart")
     move_p = np.sqrt(((proj[:n_moves] - pred[:n_moves]) ** 2).sum(-1).mean(-1))
     move_d = np.sqrt(((xs[1 : n_moves + 1] - proj[:n_moves]) ** 2).sum(-1).mean(-1))
     move_e = np.sqrt(((pred[:n_moves] - xs[:n_moves]) ** 2).sum(-1).mean(-1))
@@ -180,6 +181,7 @@ def single_step(s: Settings, traj: C.Trajectory, colors: list[str], bounds: tupl
             xaxis="t reached",
             yaxis="RMS displacement",
         ),
+        theme=None,
         key="moves_chart",
     )
 
@@ -260,7 +262,7 @@ def curves(s: Settings, src: C.ScoreSource) -> None:
                 )
             else:
                 fig.add_scatter(x=x, y=y, name=SAMPLERS[name].label, mode="lines+markers")
-        col.plotly_chart(fig, key=f"sweep_{xkey}")
+        col.plotly_chart(fig, theme=None, key=f"sweep_{xkey}")
     st.download_button(
         "CSV of the sweep",
         figures.table_csv({k: rows[k] for k in ("sampler", "steps", "nfe", "w2", "kl")}),
