@@ -340,7 +340,7 @@ def new_projection_model(
         score_name=score_name,
         train_mode=mode,
         n_steps=n_steps if mode == "fixed_N" else None,
-        meta={"data": score_model.meta.get("data")} if score_model.meta.get("data") else {},
+        meta={k: score_model.meta[k] for k in ("data", "shape") if k in score_model.meta},
     )
 
 
@@ -411,7 +411,7 @@ def sample_predict_project(
     ts: torch.Tensor,
     *,
     project: Projection | None = None,
-    strength: float = DEFAULT_STRENGTH,
+    strength: float | None = None,
     final_denoise: bool = True,
     callback: Callback | None = None,
     generator: torch.Generator | None = None,
@@ -422,6 +422,7 @@ def sample_predict_project(
     diffuse ``x = x_proj + sqrt(2 b dt) z`` (none after the last step). ``project`` defaults to
     the training-free Tweedie projection of ``score_fn``; ``strength`` is ``dmu``.
     """
+    strength = DEFAULT_STRENGTH if strength is None else float(strength)
     if strength < 0:
         raise ValueError(f"projection strength must be >= 0, got {strength}")
     return sample_euler_maruyama(
@@ -445,7 +446,7 @@ def sample_predict_project_ancestral(
     ts: torch.Tensor,
     *,
     project: Projection | None = None,
-    strength: float = DEFAULT_ANCESTRAL_STRENGTH,
+    strength: float | None = None,
     final_denoise: bool = True,
     callback: Callback | None = None,
     generator: torch.Generator | None = None,
@@ -468,6 +469,7 @@ def sample_predict_project_ancestral(
     uses only the projection's look-ahead estimate. The callback's ``x_proj`` is the posterior
     mean before the noise.
     """
+    strength = DEFAULT_ANCESTRAL_STRENGTH if strength is None else float(strength)
     if strength < 0:
         raise ValueError(f"projection strength must be >= 0, got {strength}")
     project = _default_projection(project, score_fn, sde)
@@ -510,7 +512,7 @@ def sample_predict_project_renoise(
     ts: torch.Tensor,
     *,
     project: Projection | None = None,
-    strength: float = DEFAULT_STRENGTH,
+    strength: float | None = None,
     final_denoise: bool = True,
     callback: Callback | None = None,
     generator: torch.Generator | None = None,
@@ -526,6 +528,7 @@ def sample_predict_project_renoise(
 
     so the sample keeps the marginal's spread (no noise after the last step, as the paper).
     """
+    strength = DEFAULT_STRENGTH if strength is None else float(strength)
     if strength < 0:
         raise ValueError(f"projection strength must be >= 0, got {strength}")
     project = _default_projection(project, score_fn, sde)
@@ -564,7 +567,8 @@ def sample_predict_project_langevin(
     x: torch.Tensor,
     ts: torch.Tensor,
     *,
-    strength: float = DEFAULT_LANGEVIN_STRENGTH,
+    project: Projection | None = None,
+    strength: float | None = None,
     final_denoise: bool = True,
     callback: Callback | None = None,
     generator: torch.Generator | None = None,
@@ -584,7 +588,11 @@ def sample_predict_project_langevin(
     after the predictor, with a geometric step size instead of the signal-to-noise rule; ``z'`` is
     drawn from a second generator seeded from ``generator``. With ``final_denoise`` the step
     before the final denoising projects too (it ends on p_{t_{N-1}}), the final step does not.
+    Its projection is the score itself: passing a ``project`` hook is an error.
     """
+    if project is not None:
+        raise ValueError("the Langevin projection uses the score network itself; it takes no projection T")
+    strength = DEFAULT_LANGEVIN_STRENGTH if strength is None else float(strength)
     if strength < 0:
         raise ValueError(f"projection strength must be >= 0, got {strength}")
     ts = _check_inputs(x, ts)
@@ -649,3 +657,14 @@ register_sampler(
         _nfe_two_per_step,
     ),
 )
+
+# The default strength of each predict-project sampler (its units differ: dmu for the paper's step
+# and renoise, the look-ahead weight for ancestral, eps / s(t')^2 for Langevin).
+DEFAULT_STRENGTHS: dict[str, float] = {
+    "predict_project": DEFAULT_STRENGTH,
+    "predict_project_ancestral": DEFAULT_ANCESTRAL_STRENGTH,
+    "predict_project_langevin": DEFAULT_LANGEVIN_STRENGTH,
+    "predict_project_renoise": DEFAULT_STRENGTH,
+}
+# samplers that take a projection hook T (the Langevin variant projects with the score itself)
+USES_T = ("predict_project", "predict_project_ancestral", "predict_project_renoise")
