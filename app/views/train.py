@@ -64,7 +64,7 @@ def data_panel(s: Settings) -> None:
     if s.source == "generator":
         c = st.columns(4)
         kind = c[0].selectbox("scikit-learn generator", GENERATORS, key="gen_kind")
-        n = c[1].number_input("points", MIN_POINTS, MAX_POINTS, 2000, step=100, key="gen_n")
+        n = c[1].number_input("points", MIN_POINTS, MAX_POINTS, 500, step=100, key="gen_n")
         noise = c[2].number_input("noise", 0.0, 1.0, 0.05, step=0.01, key="gen_noise")
         seed = c[3].number_input("seed", 0, 10_000, 0, key="gen_seed")
         if st.button("make density", key="gen_go"):
