@@ -58,7 +58,17 @@ def sliced_w2(x: ArrayLike, y: ArrayLike, n_projections: int = 500, seed: int = 
     """Sliced W2 between two point clouds (POT, uniform weights)."""
     if n_projections < 500:
         raise ValueError(f"use at least 500 projections, got {n_projections}")
-    return float(ot.sliced_wasserstein_distance(_np(x), _np(y), n_projections=n_projections, seed=seed))
+    xa, ya = _np(x), _np(y)
+    if xa.ndim != 2 or ya.ndim != 2 or xa.shape[1] != ya.shape[1]:
+        raise ValueError(f"need two point clouds (n, d) of the same d, got {xa.shape} and {ya.shape}")
+    # POT's own directions, from a private RandomState: POT's seed= argument seeds numpy globally
+    proj = ot.sliced.get_random_projections(xa.shape[1], n_projections, np.random.RandomState(seed))
+    if len(xa) == len(ya):
+        # equal-size uniform clouds: the optimal 1-D coupling pairs sorted values. Same number as
+        # POT's general quantile code, about 20x faster at n = 10000 (the benchmark's size).
+        px, py = np.sort(xa @ proj, axis=0), np.sort(ya @ proj, axis=0)
+        return float(np.sqrt(np.mean((px - py) ** 2)))
+    return float(ot.sliced_wasserstein_distance(xa, ya, projections=proj))
 
 
 def exact_w2(x: ArrayLike, y: ArrayLike, num_itermax: int | None = None) -> float:
