@@ -31,6 +31,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ import ot
 import torch
 
 from geoflow.densities import Density, GaussianMixture
-from geoflow.metrics import exact_w2, frechet_distance, knn_entropy
+from geoflow.metrics import exact_w2, knn_entropy
 from geoflow.score import batch_time
 from geoflow.sde import SDE, VPSDE
 
@@ -187,7 +188,13 @@ def gaussian_kl(m1: ArrayLike, c1: ArrayLike, m2: ArrayLike, c2: ArrayLike) -> f
 
 def bures_w2(m1: ArrayLike, c1: ArrayLike, m2: ArrayLike, c2: ArrayLike) -> float:
     """W2 between Gaussians: ``sqrt(|m1 - m2|^2 + tr(C1 + C2 - 2 (C2^1/2 C1 C2^1/2)^1/2))`` (Bures)."""
-    return math.sqrt(max(frechet_distance(m1, c1, m2, c2), 0.0))
+    a, b = _np(c1), _np(c2)
+    lam, vec = np.linalg.eigh(b)
+    root_b = (vec * np.sqrt(np.clip(lam, 0, None))) @ vec.T
+    mid = np.linalg.eigvalsh(root_b @ a @ root_b)  # symmetric PSD: its square root's trace is sum sqrt(eig)
+    cross = float(np.sqrt(np.clip(mid, 0, None)).sum())
+    d2 = float(np.sum((_np(m1) - _np(m2)) ** 2) + np.trace(a) + np.trace(b) - 2 * cross)
+    return math.sqrt(max(d2, 0.0))
 
 
 def ou_gaussian(mean: ArrayLike, cov: ArrayLike, sde: SDE, t: float) -> tuple[np.ndarray, np.ndarray]:
@@ -1041,21 +1048,23 @@ def splitting_path(
 
 
 # =========================================================================== W2 along paths
-def w2_along(particles_by_t: ArrayLike, exact_by_t: ArrayLike) -> np.ndarray:
+def w2_along(particles_by_t: ArrayLike, exact_by_t: ArrayLike, num_itermax: int | None = None) -> np.ndarray:
     """Exact W2 (POT ``emd2``) between two paths frame by frame: ``W2(P[k], Q[k])``, shape (K,).
 
-    Raises RuntimeError if POT hits its iteration limit (never silently inexact).
+    Use it for a sampler's particles against exact samples of mu_t at the same times (for
+    example :func:`exact_marginal_samples`), and print the floor: the same distance between two
+    exact samples. Raises RuntimeError if POT hits its iteration limit (never silently inexact).
     """
     p, q = _check_path(particles_by_t, "particles_by_t"), _check_path(exact_by_t, "exact_by_t")
     if p.shape[0] != q.shape[0]:
         raise ValueError(f"paths need the same number of frames, got {p.shape[0]} and {q.shape[0]}")
-    return np.array([exact_w2(a, b) for a, b in zip(p, q, strict=True)])
+    return np.array([exact_w2(a, b, num_itermax) for a, b in zip(p, q, strict=True)])
 
 
-def w2_steps(particles: ArrayLike) -> np.ndarray:
-    """Per-step W2 displacement ``W2(P[k], P[k+1])`` along a path (K, n, d) -> (K - 1,)."""
+def w2_steps(particles: ArrayLike, num_itermax: int | None = None) -> np.ndarray:
+    """Per-step W2 displacement ("speed" times the step) ``W2(P[k], P[k+1])``: (K, n, d) -> (K - 1,)."""
     p = _check_path(particles, "particles")
-    return np.array([exact_w2(a, b) for a, b in zip(p[:-1], p[1:], strict=True)])
+    return np.array([exact_w2(a, b, num_itermax) for a, b in zip(p[:-1], p[1:], strict=True)])
 
 
 def path_length(particles: ArrayLike, *, coupling: str = "ot") -> float:
@@ -1073,7 +1082,9 @@ def path_length(particles: ArrayLike, *, coupling: str = "ot") -> float:
     raise ValueError(f"unknown coupling {coupling!r}; valid: ot, identity")
 
 
-def mccann_geodesic(x: ArrayLike, y: ArrayLike, ks: int | ArrayLike = 20) -> tuple[np.ndarray, float]:
+def mccann_geodesic(
+    x: ArrayLike, y: ArrayLike, ks: int | ArrayLike = 20, num_itermax: int | None = None
+) -> tuple[np.ndarray, float]:
     """The W2 geodesic between two equal-size particle sets (McCann's displacement interpolation).
 
     With POT's optimal coupling (``ot.emd``: a permutation sigma for uniform equal-size sets),
@@ -1085,6 +1096,8 @@ def mccann_geodesic(x: ArrayLike, y: ArrayLike, ks: int | ArrayLike = 20) -> tup
         x: (n, d) start (e.g. data).
         y: (n, d) end (e.g. prior samples).
         ks: number of frames ``K >= 2`` (evenly spaced in [0, 1]) or fractions in [0, 1].
+        num_itermax: POT's network-simplex iteration limit (default ``max(10^6, 100 n^2)``); reaching
+            it raises RuntimeError instead of returning an inexact coupling.
 
     Returns:
         ``(path, length)``: float32 (K, n, d) with particle i following its own straight line, and W2(x, y).
@@ -1103,7 +1116,9 @@ def mccann_geodesic(x: ArrayLike, y: ArrayLike, ks: int | ArrayLike = 20) -> tup
     n = xa.shape[0]
     cost = ot.dist(xa, ya, metric="sqeuclidean")
     u = np.full(n, 1.0 / n)
-    plan, log = ot.emd(u, u, cost, numItermax=max(1_000_000, 100 * n * n), log=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the log's "warning" entry is checked below and raised
+        plan, log = ot.emd(u, u, cost, numItermax=num_itermax or max(1_000_000, 100 * n * n), log=True)
     if log.get("warning"):
         raise RuntimeError(f"POT emd did not converge ({log['warning']})")
     perm = np.argmax(plan, axis=1)  # uniform equal-size OT is a permutation (a vertex of the polytope)
