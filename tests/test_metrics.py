@@ -1,0 +1,191 @@
+"""Quality metrics against closed forms: Gaussian entropy and KL, Bures-Wasserstein W2, translations.
+
+Finite-sample tolerances are derived from the estimators' spread (or measured floors), not tuned.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import linalg
+
+from geoflow.metrics import (
+    exact_w2,
+    frechet_distance,
+    frechet_from_features,
+    kl_knn,
+    knn_entropy,
+    sliced_w2,
+    summarize,
+)
+
+M1, C1 = np.array([0.5, -1.0]), np.array([[1.0, 0.4], [0.4, 0.5]])
+M2, C2 = np.array([1.5, 0.5]), np.array([[0.6, -0.2], [-0.2, 1.2]])
+
+
+def _gauss(m: np.ndarray, c: np.ndarray, n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).multivariate_normal(m, c, size=n)
+
+
+def _gauss_logpdf(m: np.ndarray, c: np.ndarray):
+    prec, logdet = np.linalg.inv(c), np.linalg.slogdet(c)[1]
+    d = len(m)
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        diff = x.numpy() - m
+        return torch.from_numpy(
+            -0.5 * (np.einsum("ni,ij,nj->n", diff, prec, diff) + logdet + d * math.log(2 * math.pi))
+        )
+
+    return fn
+
+
+def gaussian_entropy(c: np.ndarray) -> float:
+    return 0.5 * float(np.linalg.slogdet(2 * math.pi * math.e * c)[1])
+
+
+def gaussian_kl(m1, c1, m2, c2) -> float:
+    """KL(N(m1, c1) || N(m2, c2))."""
+    p2 = np.linalg.inv(c2)
+    dm = m2 - m1
+    d = len(m1)
+    return 0.5 * float(
+        np.trace(p2 @ c1) + dm @ p2 @ dm - d + np.linalg.slogdet(c2)[1] - np.linalg.slogdet(c1)[1]
+    )
+
+
+def bures_w2(m1, c1, m2, c2) -> float:
+    r2 = linalg.sqrtm(c2)
+    cross = np.real(linalg.sqrtm(r2 @ c1 @ r2))
+    return math.sqrt(float(np.sum((m1 - m2) ** 2) + np.trace(c1 + c2 - 2 * cross)))
+
+
+# --------------------------------------------------------------------------- entropy and KL
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_knn_entropy_of_a_gaussian(dim):
+    rng = np.random.default_rng(dim)
+    a = rng.normal(size=(dim, dim))
+    c = a @ a.T + 0.3 * np.eye(dim)
+    x = _gauss(np.zeros(dim), c, 10000, seed=10 + dim)
+    # the Kozachenko-Leonenko estimator's spread at n = 10000 is about 0.01 nats
+    assert knn_entropy(x) == pytest.approx(gaussian_entropy(c), abs=0.04)
+    assert knn_entropy(torch.from_numpy(x)) == pytest.approx(knn_entropy(x))
+
+
+def test_kl_knn_between_gaussians():
+    q = _gauss(M1, C1, 10000, seed=1)
+    for m, c in ((M2, C2), (M1 + np.array([0.3, 0.0]), C1), (M1, C1)):
+        logp = _gauss_logpdf(m, c)
+        exact = gaussian_kl(M1, C1, m, c)
+        # two error sources: the k-NN entropy (about 0.01 nats here) and the Monte Carlo mean of
+        # log p, whose standard error is measured from the same samples
+        se = float(logp(torch.from_numpy(q)).std()) / math.sqrt(len(q))
+        assert kl_knn(q, logp) == pytest.approx(exact, abs=0.03 + 4 * se), (m, c)
+    assert gaussian_kl(M1, C1, M2, C2) > 1.0
+
+
+def test_knn_entropy_rejects_degenerate_input():
+    with pytest.raises(ValueError, match="more than k"):
+        knn_entropy(np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="duplicate"):
+        knn_entropy(np.zeros((50, 2)))
+
+
+# --------------------------------------------------------------------------- W2
+def test_exact_w2_of_a_translation_is_the_shift():
+    x = np.random.default_rng(2).normal(size=(60, 2))
+    v = np.array([0.7, -1.2])
+    perm = np.random.default_rng(3).permutation(60)
+    assert exact_w2(x, (x + v)[perm]) == pytest.approx(float(np.linalg.norm(v)), rel=1e-9)
+    assert exact_w2(x, x) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_exact_w2_hand_checked_cases():
+    # two points moved up by 1
+    assert exact_w2(np.array([[0.0, 0.0], [1.0, 0.0]]), np.array([[1.0, 1.0], [0.0, 1.0]])) == pytest.approx(
+        1.0
+    )
+    # {0, 2} to {1, 5} on a line: the monotone coupling costs (1 + 9) / 2
+    a = np.array([[0.0, 0.0], [2.0, 0.0]])
+    b = np.array([[5.0, 0.0], [1.0, 0.0]])
+    assert exact_w2(a, b) == pytest.approx(math.sqrt(5.0))
+    # unequal sizes: one point against two
+    assert exact_w2(np.array([[0.0, 0.0]]), np.array([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(1.0)
+
+
+def test_exact_w2_against_bures_between_gaussians():
+    n = 1500
+    x, y = _gauss(M1, C1, n, seed=4), _gauss(M2, C2, n, seed=5)
+    est = exact_w2(x, y)
+    # Gelbrich's bound holds for any two measures, empirical ones included: W2 >= the Bures
+    # distance of their means and covariances
+    gelbrich = bures_w2(x.mean(0), np.cov(x.T, bias=True), y.mean(0), np.cov(y.T, bias=True))
+    assert est >= gelbrich - 1e-9
+    # the finite-sample floor: W2 between two independent samples of one Gaussian, same n
+    floor = exact_w2(_gauss(M1, C1, n, seed=6), _gauss(M1, C1, n, seed=7))
+    assert 0.1 < floor < 0.5
+    assert est**2 < gelbrich**2 + 2 * floor**2, (est, gelbrich, floor)
+    # against the population value: the sample means move W2 by about |dm| sqrt(tr C / n) / W2 ~ 0.05
+    assert est == pytest.approx(bures_w2(M1, C1, M2, C2), abs=0.15)
+
+
+def test_exact_w2_raises_at_the_iteration_limit_and_on_empty_input():
+    x, y = _gauss(M1, C1, 200, seed=8), _gauss(M2, C2, 200, seed=9)
+    with pytest.raises(RuntimeError, match="num_itermax"):
+        exact_w2(x, y, num_itermax=10)
+    with pytest.raises(ValueError, match="non-empty"):
+        exact_w2(np.zeros((0, 2)), y)
+
+
+def test_sliced_w2():
+    x = np.random.default_rng(10).normal(size=(1000, 2))
+    v = np.array([1.0, -2.0])
+    # a translation projects to a shift theta.v on each direction: sliced W2 = |v| / sqrt(2) in 2-D
+    assert sliced_w2(x, x + v) == pytest.approx(float(np.linalg.norm(v)) / math.sqrt(2), rel=0.08)
+    assert sliced_w2(x, x) == pytest.approx(0.0, abs=1e-12)
+    assert sliced_w2(x, x + v, seed=3) == sliced_w2(x, x + v, seed=3)
+    with pytest.raises(ValueError, match="500 projections"):
+        sliced_w2(x, x, n_projections=499)
+    with pytest.raises(ValueError, match="same d"):
+        sliced_w2(x, np.zeros((10, 3)))
+
+
+@pytest.mark.parametrize("m", [800, 500])
+def test_sliced_w2_is_pots_value(m):
+    """Equal sizes take a sorted-projection shortcut; both paths must give POT's number."""
+    import ot
+
+    x = np.random.default_rng(11).normal(size=(800, 2))
+    y = 1.3 * np.random.default_rng(12).normal(size=(m, 2)) + 0.5
+    state = np.random.get_state()
+    ours = sliced_w2(x, torch.from_numpy(y), seed=4)
+    assert np.array_equal(np.random.get_state()[1], state[1])  # numpy's global RNG is left alone
+    pot = ot.sliced_wasserstein_distance(x, y, n_projections=500, seed=4)
+    assert ours == pytest.approx(float(pot), rel=1e-10)
+
+
+# --------------------------------------------------------------------------- Frechet distance
+def test_frechet_distance_closed_forms():
+    assert frechet_distance(M1, C1, M1, C1) == pytest.approx(0.0, abs=1e-8)
+    # the squared Bures-Wasserstein distance
+    assert frechet_distance(M1, C1, M2, C2) == pytest.approx(bures_w2(M1, C1, M2, C2) ** 2, rel=1e-8)
+    # diagonal covariances: |dm|^2 + sum (sqrt(a) - sqrt(b))^2
+    a, b = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 0.25])
+    m = np.array([1.0, 2.0, 3.0])
+    expected = 1.0 + (1 - 3) ** 2 + (2 - 1) ** 2
+    assert frechet_distance(m, np.diag(a), m + np.array([1.0, 0, 0]), np.diag(b)) == pytest.approx(expected)
+
+
+def test_frechet_from_features():
+    f1, f2 = _gauss(M1, C1, 20000, seed=11), _gauss(M2, C2, 20000, seed=12)
+    exact = frechet_distance(M1, C1, M2, C2)
+    assert frechet_from_features(f1, f2) == pytest.approx(exact, rel=0.05)
+    assert frechet_from_features(f1, f1) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_summarize():
+    assert summarize([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
+    assert summarize([0.5]) == (0.5, 0.0)
