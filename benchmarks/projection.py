@@ -159,7 +159,8 @@ def methods(
     sweep = (10, 20) if quick else SWEEP_N
     out: list = []
     for name in BASELINES:
-        out.append((name, name, {}, (None,), n_all))
+        # N = 1000 is the reference: Euler-Maruyama only (CPU time), the others up to N = 100
+        out.append((name, name, {}, (None,), n_all if name == "euler_maruyama" else sweep))
     out.append(
         ("euler_maruyama (no final denoise)", "euler_maruyama", {"final_denoise": False}, (None,), n_all)
     )
@@ -167,7 +168,7 @@ def methods(
         ("euler_maruyama (NFE-matched 2N)", "euler_maruyama", {}, (None,), tuple(2 * k for k in sweep))
     )
     if case.ve_score_fn is not None:
-        out.append(("annealed_langevin (VE)", "annealed_langevin", {"ve": True}, (None,), n_all))
+        out.append(("annealed_langevin (VE)", "annealed_langevin", {"ve": True}, (None,), sweep))
     for kind, proj in case.projections.items():
         for fd in (True, False):
             tag = "" if fd else " (no final denoise)"
@@ -202,65 +203,75 @@ def methods(
     return out
 
 
-def run_case(case: Case, quick: bool, results: list[dict]) -> None:
+def _run_rows(
+    case: Case, label: str, sampler: str, kw: dict, grid: tuple, ns: tuple[int, ...], results: list[dict]
+) -> None:
+    """Run one method over N values and strengths, appending one row per (N, strength)."""
     done = {
         (r["method"], r["N"], r["strength"])
         for r in results
-        if r["data"] == case.data and r["score"] == case.score
+        if (r["data"], r["score"]) == (case.data, case.score)
     }
-    vp, ve = VPSDE(), VESDE()
-    for label, sampler, kw, grid, ns in methods(case, quick):
-        kw = dict(kw)
-        is_ve = kw.pop("ve", False)
-        sde = ve if is_ve else vp
-        sf = case.ve_score_fn if is_ve else case.score_fn
-        fd = kw.get("final_denoise", True)
-        for n_steps in ns:
-            for strength in grid:
-                if (label, n_steps, strength) in done:
-                    continue
-                opts = dict(kw)
-                if strength is not None:
-                    opts["strength"] = strength
-                ts = sde.time_grid(n_steps, SAMPLERS[sampler].spacing)
-                vals, t0 = [], time.perf_counter()
-                for seed in case.seeds:
-                    # the same initial noise and Brownian seed for every method
-                    x = vp.prior_sample((case.n, *case.shape), torch.Generator().manual_seed(seed))
-                    x = x * sde.prior_std()
-                    try:
-                        y = sample(
-                            sampler,
-                            sf,
-                            sde,
-                            x,
-                            ts,
-                            generator=torch.Generator().manual_seed(10_000 + seed),
-                            **opts,
-                        )
-                        vals.append(case.quality(y.float(), seed))
-                    except SamplerDiverged:
-                        vals.append(float("inf"))
-                row = {
-                    "data": case.data,
-                    "score": case.score,
-                    "metric": case.metric,
-                    "floor": case.floor,
-                    "method": label,
-                    "sampler": sampler,
-                    "N": n_steps,
-                    "nfe": SAMPLERS[sampler].nfe(n_steps, fd),
-                    "strength": strength,
-                    "mean": float(np.mean(vals)),
-                    "std": float(np.std(vals)) if len(vals) > 1 else 0.0,
-                    "seeds": len(vals),
-                }
-                results.append(row)
-                print(
-                    f"  {case.data:16s} {case.score:22s} {label:44s} N={n_steps:4d} dmu={strength} "
-                    f"-> {row['mean']:.4g} ({time.perf_counter() - t0:.1f}s)",
-                    flush=True,
+    kw = dict(kw)
+    is_ve = kw.pop("ve", False)
+    vp = VPSDE()
+    sde = VESDE() if is_ve else vp
+    sf = case.ve_score_fn if is_ve else case.score_fn
+    fd = kw.get("final_denoise", True)
+    for n_steps in ns:
+        for strength in grid:
+            if (label, n_steps, strength) in done:
+                continue
+            opts = dict(kw)
+            if strength is not None:
+                opts["strength"] = strength
+            ts = sde.time_grid(n_steps, SAMPLERS[sampler].spacing)
+            vals, t0 = [], time.perf_counter()
+            for seed in case.seeds:
+                # the same initial noise and Brownian seed for every method
+                x = (
+                    vp.prior_sample((case.n, *case.shape), torch.Generator().manual_seed(seed))
+                    * sde.prior_std()
                 )
+                try:
+                    y = sample(
+                        sampler,
+                        sf,
+                        sde,
+                        x,
+                        ts,
+                        generator=torch.Generator().manual_seed(10_000 + seed),
+                        **opts,
+                    )
+                    vals.append(case.quality(y.float(), seed))
+                except SamplerDiverged:
+                    vals.append(float("inf"))
+            row = {
+                "data": case.data,
+                "score": case.score,
+                "metric": case.metric,
+                "floor": case.floor,
+                "method": label,
+                "sampler": sampler,
+                "N": n_steps,
+                "nfe": SAMPLERS[sampler].nfe(n_steps, fd),
+                "strength": strength,
+                "mean": float(np.mean(vals)),
+                "std": float(np.std(vals)) if len(vals) > 1 else 0.0,
+                "seeds": len(vals),
+            }
+            results.append(row)
+            print(
+                f"  {case.data:16s} {case.score:22s} {label:44s} N={n_steps:4d} dmu={strength} "
+                f"-> {row['mean']:.4g} ({time.perf_counter() - t0:.1f}s)",
+                flush=True,
+            )
+
+
+def run_case(case: Case, quick: bool, results: list[dict]) -> None:
+    """The whole grid of methods for one case."""
+    for label, sampler, kw, grid, ns in methods(case, quick):
+        _run_rows(case, label, sampler, kw, grid, ns, results)
 
 
 # --------------------------------------------------------------------------- report
@@ -312,7 +323,12 @@ def report(results: list[dict], command: str) -> str:
         rows = [r for r in results if (r["data"], r["score"]) == (data, score)]
         floor, metric = rows[0]["floor"], rows[0]["metric"]
         ns = sorted({r["N"] for r in rows if r["method"] == "euler_maruyama"})
-        methods_ = list(dict.fromkeys(r["method"] for r in rows))
+        methods_ = [m for m in dict.fromkeys(r["method"] for r in rows) if not m.startswith("train seconds")]
+        trained = [
+            f"{r['method'][15:-1]}: {r['mean']:.0f} s"
+            for r in rows
+            if r["method"].startswith("train seconds")
+        ]
         table = []
         for m in methods_:
             cells = []
@@ -323,6 +339,7 @@ def report(results: list[dict], command: str) -> str:
         parts.append(
             f"### {data}, score: {score} — {metric}, floor {floor:.4g} (seeds: {rows[0]['seeds']})\n\n"
             "Best strength per N from the grid shown in parentheses; [NFE].\n\n"
+            + (f"Training time of T ({', '.join(trained)}).\n\n" if trained else "")
             + md_table(["method", *[f"N={n}" for n in ns]], table)
         )
     return "\n\n".join(parts)
@@ -438,7 +455,10 @@ def plot(results: list[dict]) -> None:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    cases = sorted({(r["data"], r["score"]) for r in results}, key=lambda c: (c[0] not in TOYS, c))
+    cases = sorted(
+        {(r["data"], r["score"]) for r in results if "T modes" not in r["score"]},
+        key=lambda c: (c[0] not in TOYS, c),
+    )
     cols = 3
     rows_n = math.ceil(len(cases) / cols)
     fig = make_subplots(rows=rows_n, cols=cols, subplot_titles=[f"{d} ({s})" for d, s in cases])
@@ -498,6 +518,116 @@ def plot(results: list[dict]) -> None:
     fig.write_image(str(PNG), scale=1)
 
 
+# --------------------------------------------------------------------------- projection networks
+def train_cli(
+    source: str, name: str, mode: str, out: Path, steps: int, n_steps: int = 20
+) -> tuple[list[str], float]:
+    """Run ``geoflow train-projection`` (the command recorded in the manifest); returns (argv, seconds)."""
+    from geoflow.cli import main as cli_main
+
+    argv = [
+        "train-projection",
+        f"--{source}",
+        name,
+        "--score",
+        f"{name}-vp",
+        "--mode",
+        mode,
+        "--steps",
+        str(steps),
+    ]
+    if mode == "fixed_N":
+        argv += ["--n-steps", str(n_steps)]
+    argv += ["--seed", "0", "--out", str(out)]
+    t0 = time.perf_counter()
+    if cli_main(argv) != 0:
+        raise SystemExit(f"train-projection failed for {name}")
+    return argv, time.perf_counter() - t0
+
+
+def compare_modes(name: str, steps: int, n: int, seeds: tuple[int, ...], results: list[dict]) -> None:
+    """Train T once over random step sizes and once for N = 20; measure both the same way."""
+    from geoflow.checkpoints import load_model
+
+    case = toy_case(name, "model", n, seeds)
+    if case is None:
+        return
+    model = load_pretrained(f"{name}-vp", expect_kind="score")
+    case.projections = {}
+    for mode in ("random_dt", "fixed_N"):
+        out = Path("/tmp") / f"geoflow-compare-{name}-{mode}.safetensors"
+        _, secs = train_cli("density", name, mode, out, steps)
+        proj = load_model(out, expect_kind="projection")
+        proj.check_matches(model)
+        label = "learned random_dt" if mode == "random_dt" else "learned fixed_N=20"
+        case.projections[label] = make_projection("learned", score_fn=case.score_fn, sde=VPSDE(), model=proj)
+        results.append(
+            {
+                "data": name,
+                "score": case.score,
+                "method": f"train seconds [{label}]",
+                "N": 0,
+                "nfe": 0,
+                "strength": None,
+                "mean": secs,
+                "std": 0.0,
+                "seeds": 1,
+                "floor": 0.0,
+                "metric": "s",
+            }
+        )
+    case.score = f"{case.score} (T modes)"
+    for label, proj in case.projections.items():
+        for n_steps in (10, 20, 40):
+            _run_rows(
+                case,
+                f"predict_project [{label}]",
+                "predict_project",
+                {"project": proj},
+                DMU_GRID,
+                (n_steps,),
+                results,
+            )
+    _run_rows(case, "euler_maruyama", "euler_maruyama", {}, (None,), (10, 20, 40), results)
+
+
+def ship(source: str, name: str, mode: str, steps: int) -> None:
+    """Train and ship ``pretrained/<name>-vp-proj.safetensors`` with its manifest entry."""
+    from geoflow.checkpoints import PRETRAINED_DIR, sha256, write_manifest_entry
+    from geoflow.projection import DEFAULT_STRENGTH
+
+    out = PRETRAINED_DIR / f"{name}-vp-proj.safetensors"
+    argv, secs = train_cli(source, name, mode, out, steps)
+    case = toy_case(name, "model", 10_000, (0,)) if source == "density" else image_case(name, 1000, (0,))
+    assert case is not None and "learned" in case.projections, "the shipped projection did not load"
+    quality: dict = {
+        "evaluation": f"N=20, dmu={DEFAULT_STRENGTH:g}, n={case.n}, seed 0, final denoise on",
+        "metric": case.metric,
+        "train_seconds": round(secs, 1),
+    }
+    vp = VPSDE()
+    x = vp.prior_sample((case.n, *case.shape), torch.Generator().manual_seed(0))
+    ts = vp.time_grid(20)
+    for label, sampler, opts in (
+        ("euler_maruyama", "euler_maruyama", {}),
+        ("predict_project_learned", "predict_project", {"project": case.projections["learned"]}),
+        ("predict_project_tweedie", "predict_project", {"project": case.projections["tweedie"]}),
+    ):
+        y = sample(sampler, case.score_fn, vp, x, ts, generator=torch.Generator().manual_seed(10_000), **opts)
+        quality[label] = round(case.quality(y.float(), 0), 5)
+    cmd = "geoflow " + " ".join(argv).replace(str(PRETRAINED_DIR), "pretrained")
+    entry = {
+        "kind": "projection",
+        "file": out.name,
+        "sha256": sha256(out),
+        "command": cmd,
+        "quality": quality,
+        "floor": {case.metric: round(case.floor, 5)},
+    }
+    write_manifest_entry(f"{name}-vp-proj", entry)
+    print(f"shipped {out.name}: {quality}")
+
+
 def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -509,7 +639,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-images", type=int, default=1000)
     ap.add_argument("--cache", default=None, help="JSON file of raw results (read, extended, rewritten)")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--compare-modes", default=None, help="toy: train T random_dt vs fixed_N=20 and compare")
+    ap.add_argument("--ship", default=None, help="comma-separated data sets: train + ship <name>-vp-proj")
+    ap.add_argument("--ship-mode", default="random_dt")
+    ap.add_argument("--train-steps", type=int, default=3000)
     args = ap.parse_args(argv)
+    if args.ship:
+        for name in args.ship.split(","):
+            ship("data" if name in IMAGES else "density", name, args.ship_mode, args.train_steps)
+        return 0
     results: list[dict] = []
     cache = Path(args.cache) if args.cache else None
     if cache and cache.exists():
@@ -517,7 +655,11 @@ def main(argv: list[str] | None = None) -> int:
     wanted = args.data.split(",") if args.data else [*TOYS, *IMAGES]
     seeds = (0,) if args.quick else tuple(range(args.seeds))
     n = 2000 if args.quick else args.n
-    if not args.report_only:
+    if args.compare_modes:
+        compare_modes(args.compare_modes, args.train_steps, n, seeds, results)
+        if cache:
+            cache.write_text(json.dumps(results))
+    elif not args.report_only:
         for name in wanted:
             if name in TOYS:
                 for src in args.source.split(","):
