@@ -325,3 +325,59 @@ def test_shrink_factor_uses_the_papers_beta():
     expected = 2.0 / (2.0 + torch.sqrt(SDE_.beta(t)))
     torch.testing.assert_close(shrink_factor(SDE_, t), expected)
     assert append_dims(t, 3).shape == (3, 1, 1)
+
+
+# --------------------------------------------------------------------------- CLI
+def test_resolve_projection_defaults_and_errors(tmp_path):
+    from geoflow.cli_projection import resolve_projection
+    from geoflow.projection import DEFAULT_STRENGTHS, LearnedProjection
+
+    mix = get_density("eight_gaussians")
+    proj, strength = resolve_projection(None, None, mix, SDE_)
+    assert isinstance(proj, TweedieProjection) and strength == DEFAULT_STRENGTHS["predict_project"]
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
+    t, tn = torch.full((5,), 0.5, dtype=torch.float64), torch.full((5,), 0.45, dtype=torch.float64)
+    torch.testing.assert_close(
+        proj(x, t, tn), make_projection("exact", score_fn=mix.score_fn(SDE_), sde=SDE_)(x, t, tn)
+    )
+    assert resolve_projection(None, None, mix, SDE_, sampler="predict_project_langevin") == (
+        None,
+        DEFAULT_STRENGTHS["predict_project_langevin"],
+    )
+    with pytest.raises(ValueError, match="valid: learned, tweedie, exact"):
+        resolve_projection("bogus", None, mix, SDE_)
+    with pytest.raises(ValueError, match="needs a score network"):
+        resolve_projection("learned", None, mix, SDE_)
+    with pytest.raises(ValueError, match="drop --projection"):
+        resolve_projection("tweedie", None, mix, SDE_, sampler="predict_project_langevin")
+    with pytest.raises(ValueError, match=">= 0"):
+        resolve_projection(None, -1.0, mix, SDE_)
+    torch.manual_seed(0)
+    score_a = ScoreModel(MLP(MLPConfig(dim=2, width=16, depth=2)), SDE_, meta={"data": "eight_gaussians"})
+    score_b = ScoreModel(MLP(MLPConfig(dim=2, width=16, depth=2)), SDE_, meta={"data": "eight_gaussians"})
+    path = save_model(new_projection_model(score_a, score_name="a"), tmp_path / "a-proj.safetensors")
+    proj, _ = resolve_projection("learned", 2.0, score_a, SDE_, str(path))
+    assert isinstance(proj, LearnedProjection)
+    with pytest.raises(ValueError, match="does not match"):
+        resolve_projection("learned", 2.0, score_b, SDE_, str(path))
+    assert isinstance(resolve_projection("exact", None, score_a, SDE_)[0], TweedieProjection)
+
+
+def test_train_projection_cli(tmp_path, capsys):
+    from geoflow.cli import main
+
+    torch.manual_seed(0)
+    score = ScoreModel(MLP(MLPConfig(dim=2, width=16, depth=2)), SDE_, meta={"data": "eight_gaussians"})
+    score_path = save_model(score, tmp_path / "s.safetensors")
+    out = tmp_path / "s-proj.safetensors"
+    argv = ["train-projection", "--density", "eight_gaussians", "--score", str(score_path), "--steps", "3"]
+    assert main([*argv, "--out", str(out)]) == 0
+    proj = load_model(out, expect_kind="projection")
+    proj.check_matches(score)
+    assert proj.train_mode == "random_dt"
+    assert main([*argv, "--mode", "fixed_N", "--n-steps", "10", "--out", str(out)]) == 0
+    assert load_model(out).n_steps == 10
+    assert main([*argv, "--mode", "sometimes", "--out", str(out)]) == 2
+    assert main(["train-projection", "--density", "nope", "--steps", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "valid: random_dt, fixed_N" in err and "unknown density 'nope'" in err
