@@ -52,6 +52,7 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Bounds = tuple[float, float] | tuple[tuple[float, float], tuple[float, float]]
 
 MIN_PARTICLES = 10  # fewest particles for a blob entropy or a k-NN entropy estimate
+MAX_JKO_PARTICLES = 5000  # the blob entropy is O(n^2) per evaluation (n = 5000: 200 MB per kernel)
 KNN_K = 5  # k of the Kozachenko-Leonenko estimator (method.md section 4)
 VELOCITY_KINDS = ("forward", "reverse_sde", "reverse_ode")
 DIRECTIONS = ("forward", "reverse")
@@ -336,7 +337,8 @@ def free_energy_exact(
     * ``"mc"``: Monte Carlo ``-mean log p(X)`` over ``n_mc`` exact samples with the exact log-density
       (any d; standard error about ``1 / sqrt(n_mc)``),
     * ``"auto"``: exact closed form for one component, else the grid when d = 2 and the work
-      (grid points x components) is moderate, else Monte Carlo.
+      (grid points x components) is moderate, else Monte Carlo (with at most ``2e8 / K`` samples,
+      at least 20000, for K components).
 
     Args:
         mixture: the data distribution (a :class:`GaussianMixture`).
@@ -376,7 +378,9 @@ def free_energy_exact(
                 raise ValueError(f"method 'grid' needs a 2-D mixture, got d = {d}; use 'mc'")
             ent = _mixture_entropy_grid(w, m, c, max_grid_points)
         else:
-            ent = _mixture_entropy_mc(w, m, c, n_mc, generator)
+            # many components (a point cloud's kernel density): cap the work at ~2e8 kernel terms
+            n_eff = n_mc if method == "mc" else min(n_mc, max(20_000, int(_GRID_WORK_LIMIT) // k))
+            ent = _mixture_entropy_mc(w, m, c, n_eff, generator)
         out[i] = cross - ent
     return out.reshape(t_arr.shape)
 
@@ -648,7 +652,7 @@ class JKOPath:
             minus POT's exact W2^2 (>= 0; ~0 means the identity coupling was optimal); NaN if unchecked.
         n_steps: (K - 1,) JKO steps per interval (each of size at most h in s).
         bandwidth: (K - 1,) blob bandwidth used in each interval.
-        iterations: total L-BFGS iterations.
+        iterations: total objective evaluations of the L-BFGS solves (the cost driver).
         h: the step bound in s.
         seconds: wall time of the computation (0 when served from the cache).
     """
@@ -782,6 +786,8 @@ def jko_step(
     return _lbfgs(fun, start.clone(), 1.0 / (1.0 + inv_h), max_iter, tol)
 
 
+PRECOMPUTED_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "flows"
+PRESET_FLOW = {"n": 1000, "keyframes": 20, "h": 0.1, "seed": 0}  # the inputs shipped precomputed
 _MEMO: OrderedDict[str, JKOPath] = OrderedDict()
 _MEMO_SIZE = 32
 
@@ -819,7 +825,7 @@ def jko_path(
     keyframes: int | ArrayLike = 20,
     *,
     bandwidth: float | None = None,
-    bandwidth_scale: float = 1.0,
+    bandwidth_scale: float = 2.0,
     max_iter: int = 60,
     tol: float = 1e-3,
     check_coupling: bool = False,
@@ -843,12 +849,16 @@ def jko_path(
             ``[0, T]`` (the path starts at x0 at t = 0 and is reported at these times).
         bandwidth: fixed blob bandwidth; default :func:`blob_bandwidth` of the particles at the start of
             each keyframe interval, times ``bandwidth_scale``.
-        bandwidth_scale: factor of the default bandwidth.
+        bandwidth_scale: factor of :func:`blob_bandwidth` (default 2: about 2.5 particle spacings,
+            so the self-interaction of each blob weighs little; smaller values under-spread a Gaussian
+            by a few percent and cost twice the iterations, larger ones blur narrow components at t = 0).
         max_iter: L-BFGS iterations per step.
         tol: gradient tolerance per particle.
         check_coupling: compare, with POT, the identity coupling to the optimal one on the first step
             of each interval (``coupling_gap``; costs one exact OT per keyframe).
-        cache: serve repeated calls with the same inputs from memory (same inputs, same result).
+        cache: serve repeated calls with the same inputs from memory (same inputs, same result), and
+            from ``pretrained/flows/`` when these exact inputs were shipped precomputed
+            (:func:`preset_jko_path`).
         cache_dir: also keep results on disk there (one small ``.npz`` per input hash).
 
     Returns:
@@ -864,7 +874,11 @@ def jko_path(
             f"JKO step h must be a number in (0, {s_max:.4g}] (a step of s = int beta), got {h!r}"
         )
     x_np = _check_particles(x0, "x0 (the JKO needs a blob entropy)")
+    if x_np.shape[0] > MAX_JKO_PARTICLES:
+        raise ValueError(f"the JKO path takes at most {MAX_JKO_PARTICLES} particles, got {x_np.shape[0]}")
     ts = keyframe_times(keyframes, sde)
+    if ts.size < 2:
+        raise ValueError(f"the JKO path needs at least 2 keyframes, got {ts.size}")
     if bandwidth is not None and not bandwidth > 0:
         raise ValueError(f"bandwidth must be > 0, got {bandwidth}")
     payload = {
@@ -883,10 +897,14 @@ def jko_path(
         _MEMO.move_to_end(key)
         return copy.deepcopy(_MEMO[key])
     file = Path(cache_dir) / f"jko-{key}.npz" if cache_dir is not None else None
+    shipped = PRECOMPUTED_DIR / f"jko-{key}.npz"  # read-only: precomputed for the presets
     if file is not None and file.exists():
         result = _load_path(file)
+    elif cache and shipped.exists():
+        result = _load_path(shipped)
     else:
         result = _run_jko(x_np, sde, float(h), ts, bandwidth, bandwidth_scale, max_iter, tol, check_coupling)
+        result.meta["cache_key"] = key
         if file is not None:
             _save_path(result, file)
     if cache:
@@ -962,6 +980,56 @@ def _run_jko(
         seconds=time.perf_counter() - start,
         meta={"method": "blob JKO, identity coupling, L-BFGS", "n": int(x_np.shape[0])},
     )
+
+
+def preset_x0(name: str, n: int = PRESET_FLOW["n"], seed: int = PRESET_FLOW["seed"]) -> torch.Tensor:
+    """The data particles of a preset density that :func:`preset_jko_path` starts from: (n, 2) float32."""
+    from geoflow.densities import get_density
+
+    return get_density(name).sample(int(n), torch.Generator().manual_seed(int(seed)))
+
+
+def preset_jko_path(
+    name: str,
+    sde: VPSDE | None = None,
+    *,
+    n: int = PRESET_FLOW["n"],
+    keyframes: int = PRESET_FLOW["keyframes"],
+    h: float = PRESET_FLOW["h"],
+    seed: int = PRESET_FLOW["seed"],
+    cache_dir: str | Path | None = None,
+) -> JKOPath:
+    """The JKO path of a preset density from :func:`preset_x0` (instant for the shipped defaults).
+
+    With the default VP SDE and the defaults of ``PRESET_FLOW``, the mixture presets are shipped in
+    ``pretrained/flows/`` (written by :func:`write_preset_flows`); any other input is computed
+    (about 3-10 s for 1000 particles on a laptop CPU) and cached in memory.
+    """
+    return jko_path(preset_x0(name, n, seed), sde or VPSDE(), h, keyframes, cache_dir=cache_dir)
+
+
+def write_preset_flows(names: Sequence[str] | None = None) -> list[Path]:
+    """Compute and ship the preset JKO paths to ``pretrained/flows/`` (float32 particles, small .npz)."""
+    from geoflow.densities import PRESETS, get_density
+
+    names = (
+        list(names)
+        if names is not None
+        else [k for k in PRESETS if isinstance(get_density(k), GaussianMixture)]
+    )
+    written = []
+    for name in names:
+        # cache=False: compute (or reuse the file already shipped), never serve from memory unsaved
+        path = jko_path(
+            preset_x0(name),
+            VPSDE(),
+            PRESET_FLOW["h"],
+            PRESET_FLOW["keyframes"],
+            cache=False,
+            cache_dir=PRECOMPUTED_DIR,
+        )
+        written.append(PRECOMPUTED_DIR / f"jko-{path.meta['cache_key']}.npz")
+    return written
 
 
 # =========================================================================== splitting scheme

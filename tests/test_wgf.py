@@ -456,3 +456,16 @@ def test_write_figure_says_when_it_cannot_export(tmp_path, monkeypatch):
     }
     msg = write_figure(res, tmp_path / "f.png")
     assert msg.startswith("figure skipped") and "no browser" in msg
+
+
+def test_shipped_preset_flows_are_served_for_their_exact_inputs():
+    files = sorted(wgf.PRECOMPUTED_DIR.glob("jko-*.npz"))
+    if not files:
+        pytest.skip("no precomputed flows shipped in pretrained/flows/")
+    path = wgf.preset_jko_path("eight_gaussians")
+    assert path.seconds == 0.0  # loaded, not computed
+    assert path.particles.shape == (wgf.PRESET_FLOW["keyframes"], wgf.PRESET_FLOW["n"], 2)
+    assert path.particles.dtype == np.float32
+    # the shipped frame at t = 0 is exactly the preset's data sample on this machine
+    assert np.array_equal(path.particles[0], wgf.preset_x0("eight_gaussians").numpy())
+    assert np.allclose(path.t, np.linspace(0, 1, wgf.PRESET_FLOW["keyframes"]))
