@@ -268,10 +268,11 @@ def _run_rows(
             )
 
 
-def run_case(case: Case, quick: bool, results: list[dict]) -> None:
-    """The whole grid of methods for one case."""
+def run_case(case: Case, quick: bool, results: list[dict], save: Callable[[], None] = lambda: None) -> None:
+    """The whole grid of methods for one case (``save()`` after each method, to resume)."""
     for label, sampler, kw, grid, ns in methods(case, quick):
         _run_rows(case, label, sampler, kw, grid, ns, results)
+        save()
 
 
 # --------------------------------------------------------------------------- report
@@ -653,6 +654,11 @@ def main(argv: list[str] | None = None) -> int:
     if cache and cache.exists():
         results = json.loads(cache.read_text())
     wanted = args.data.split(",") if args.data else [*TOYS, *IMAGES]
+
+    def save() -> None:
+        if cache:
+            cache.write_text(json.dumps(results))
+
     seeds = (0,) if args.quick else tuple(range(args.seeds))
     n = 2000 if args.quick else args.n
     if args.compare_modes:
@@ -665,13 +671,13 @@ def main(argv: list[str] | None = None) -> int:
                 for src in args.source.split(","):
                     case = toy_case(name, src, n, seeds)
                     if case is not None:
-                        run_case(case, args.quick, results)
+                        run_case(case, args.quick, results, save)
                         if cache:
                             cache.write_text(json.dumps(results))
             elif name in IMAGES:
                 case = image_case(name, 200 if args.quick else args.n_images, (0,))
                 if case is not None:
-                    run_case(case, args.quick, results)
+                    run_case(case, args.quick, results, save)
                     if cache:
                         cache.write_text(json.dumps(results))
             else:
