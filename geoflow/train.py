@@ -36,9 +36,14 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if not (1 <= self.steps <= MAX_TRAIN_STEPS):
-            raise ValueError(f"steps must be in [1, {MAX_TRAIN_STEPS}], got {self.steps}")
-        if self.batch_size < 1 or self.lr <= 0 or not (0 <= self.ema < 1):
+        if not isinstance(self.steps, int) or not (1 <= self.steps <= MAX_TRAIN_STEPS):
+            raise ValueError(f"steps must be an integer in [1, {MAX_TRAIN_STEPS}], got {self.steps!r}")
+        if (
+            not isinstance(self.batch_size, int)
+            or self.batch_size < 1
+            or self.lr <= 0
+            or not (0 <= self.ema < 1)
+        ):
             raise ValueError("need batch_size >= 1, lr > 0 and 0 <= ema < 1")
 
 
