@@ -10,6 +10,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from numbers import Integral
 
 import torch
 from torch import nn
@@ -36,10 +37,10 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.steps, int) or not (1 <= self.steps <= MAX_TRAIN_STEPS):
+        if not isinstance(self.steps, Integral) or not (1 <= self.steps <= MAX_TRAIN_STEPS):
             raise ValueError(f"steps must be an integer in [1, {MAX_TRAIN_STEPS}], got {self.steps!r}")
         if (
-            not isinstance(self.batch_size, int)
+            not isinstance(self.batch_size, Integral)
             or self.batch_size < 1
             or self.lr <= 0
             or not (0 <= self.ema < 1)
