@@ -188,7 +188,7 @@ def image_unet_config(name: str) -> UNetConfig:
     c, h, _ = image_shape(name)
     if name == "digits":
         return UNetConfig(in_ch=c, image_size=h, base_ch=16, ch_mult=(1, 2), groups=4)
-    return UNetConfig(in_ch=c, image_size=h, base_ch=16, ch_mult=(1, 2, 2), groups=4)
+    return UNetConfig(in_ch=c, image_size=h, base_ch=12, ch_mult=(1, 2, 4), groups=4)
 
 
 def make_image_score_model(name: str, sde: SDE) -> ScoreModel:
