@@ -75,6 +75,7 @@ class Case:
     projections: dict = field(default_factory=dict)  # kind -> Projection
     ve_score_fn: Callable | None = None
     metric: str = "KL"
+    light: bool = False
 
 
 def toy_case(name: str, source: str, n: int, seeds: tuple[int, ...]) -> Case | None:
@@ -147,7 +148,9 @@ def image_case(name: str, n: int, seeds: tuple[int, ...]) -> Case | None:
 
     floor = float(image_quality(torch.zeros(n, *image_shape(name)), name, clf)["floor"])
     sf = model.score_fn()
-    case = Case(name, model_name, sf, quality, floor, image_shape(name), n, seeds, metric="Fréchet (clf)")
+    case = Case(
+        name, model_name, sf, quality, floor, image_shape(name), n, seeds, metric="Fréchet (clf)", light=True
+    )
     case.projections = {"tweedie": make_projection("tweedie", score_fn=sf, sde=VPSDE())}
     _add_learned(case, model, model_name)
     return case
@@ -159,12 +162,16 @@ def methods(
     """(label, sampler, fixed kwargs, strength grid, N values) for a case."""
     n_all = (10, 20, 40) if quick else N_GRID
     sweep = (10, 20) if quick else SWEEP_N
+    dmu, anc, lang, ren = DMU_GRID, ANCESTRAL_GRID, LANGEVIN_GRID, DMU_GRID
+    if case.light:  # images on a shared CPU: a smaller grid, said so in the report
+        n_all, sweep = (10, 20, 40, 1000), (10, 20, 40)
+        dmu, anc, lang, ren = (1.0, 2.0, 4.0), (0.5,), (0.1, 0.2), (2.0,)
     out: list = []
     for name in BASELINES:
         # N = 1000 is the reference: Euler-Maruyama only (CPU time), the others up to N = 100
         out.append((name, name, {}, (None,), n_all if name == "euler_maruyama" else sweep))
     out.append(
-        ("euler_maruyama (no final denoise)", "euler_maruyama", {"final_denoise": False}, (None,), n_all)
+        ("euler_maruyama (no final denoise)", "euler_maruyama", {"final_denoise": False}, (None,), sweep)
     )
     out.append(
         ("euler_maruyama (NFE-matched 2N)", "euler_maruyama", {}, (None,), tuple(2 * k for k in sweep))
@@ -179,7 +186,7 @@ def methods(
                     f"predict_project [{kind}]{tag}",
                     "predict_project",
                     {"project": proj, "final_denoise": fd},
-                    DMU_GRID,
+                    dmu,
                     sweep,
                 )
             )
@@ -188,7 +195,7 @@ def methods(
                 f"predict_project_ancestral [{kind}]",
                 "predict_project_ancestral",
                 {"project": proj},
-                ANCESTRAL_GRID,
+                anc,
                 sweep,
             )
         )
@@ -197,11 +204,11 @@ def methods(
                 f"predict_project_renoise [{kind}]",
                 "predict_project_renoise",
                 {"project": proj},
-                DMU_GRID,
+                ren,
                 sweep,
             )
         )
-    out.append(("predict_project_langevin", "predict_project_langevin", {}, LANGEVIN_GRID, sweep))
+    out.append(("predict_project_langevin", "predict_project_langevin", {}, lang, sweep))
     return out
 
 
