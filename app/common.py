@@ -245,7 +245,7 @@ class Trajectory:
     times: np.ndarray  # (F,) forward time t of each frame
     phase: list[str]  # "noising" / "generation" per frame
     labels: list[str]
-    x0_hat: np.ndarray  # (F, n, 2): Tweedie's denoised estimate at each frame
+    x0_hat: np.ndarray  # (F, n, 2): Tweedie's denoised estimate at each generation frame (NaN while noising)
     data: np.ndarray  # (n, 2) x_0 (start of noising)
     noise: np.ndarray  # (n, 2) x_T (start of generation)
     n_forward: int
@@ -346,6 +346,11 @@ def run_sampler(
 
 @st.cache_data(max_entries=48, show_spinner="sampling ...")
 def trajectory(spec: RunSpec, src_key: str, _src: ScoreSource) -> Trajectory:
+    """Cached :func:`compute_trajectory` (keyed by the settings and the score's key)."""
+    return compute_trajectory(spec, _src)
+
+
+def compute_trajectory(spec: RunSpec, _src: ScoreSource) -> Trajectory:
     """Forward noising from data, then generation from its end point x_T, for one settings tuple.
 
     The data, the forward noise and hence x_T depend only on (density, SDE, seed, n): every sampler,
@@ -363,12 +368,11 @@ def trajectory(spec: RunSpec, src_key: str, _src: ScoreSource) -> Trajectory:
     fwd_idx = np.unique(np.clip(np.round(rev_t[::-1] / sde.T * FWD_STEPS).astype(int), 0, FWD_STEPS))
     fwd_t = fwd_idx * sde.T / FWD_STEPS
     fwd_x = fwd[torch.as_tensor(fwd_idx)]
-    with torch.no_grad():
-        fwd_x0 = torch.stack(
-            [_x0_hat(_src, fwd_x[k], float(t)) if t > 0 else fwd_x[k] for k, t in enumerate(fwd_t)]
-        )
     paths = torch.cat([fwd_x, torch.stack(xs)]).numpy().astype(np.float32)
-    x0h = torch.cat([fwd_x0, torch.stack(x0s)]).numpy().astype(np.float32)
+    # the noising frames' x0_hat costs one score call per frame: computed only for the x0_hat overlay
+    x0h = np.concatenate(
+        [np.full(fwd_x.shape, np.nan, np.float32), torch.stack(x0s).numpy().astype(np.float32)]
+    )
     all_t = np.concatenate([fwd_t, rev_t])
     phase = ["noising"] * len(fwd_t) + ["generation"] * len(rev_t)
     labels = [f"{p} t={t:.3f}" for p, t in zip(phase, all_t, strict=True)]
@@ -395,6 +399,30 @@ def _x0_hat(src: ScoreSource, x: torch.Tensor, t: float) -> torch.Tensor:
 
     tb = batch_time(t, x)
     return tweedie_x0(x, src.score_fn(x, tb), tb, src.sde)
+
+
+def flow_figure(
+    spec: RunSpec,
+    src: ScoreSource,
+    traj: Trajectory,
+    layers: Sequence[figures.Layer] = (),
+    color_by_noise: bool = False,
+    frame: int = 0,
+) -> figures.AnimatedFigure:
+    """The Flows page's animated figure of a trajectory (particles coloured by x_0 or by x_T)."""
+    density = resolve_density(spec.density)
+    colors = figures.position_colors(traj.noise if color_by_noise else traj.data)
+    title = f"{density.name}: {traj.sampler_label}, N={spec.steps}, NFE={traj.nfe} ({src.label})"
+    return figures.particle_animation(
+        traj.paths,
+        traj.labels,
+        colors=colors,
+        layers=layers,
+        bounds=plot_bounds(density, src.sde),
+        title=title,
+        start_frame=frame,
+        uirevision=f"flows-{spec.density}-{spec.sde}",
+    )
 
 
 # --------------------------------------------------------------------------- overlays
@@ -484,11 +512,17 @@ def overlay_layers(
         )
     if "x0_hat" in which:
         m = min(traj.paths.shape[1], 300)
+        x0h = traj.x0_hat[:, :m].copy()
+        with torch.no_grad():
+            for k in range(traj.n_forward):
+                t = float(traj.times[k])
+                x = torch.as_tensor(traj.paths[k, :m])
+                x0h[k] = _x0_hat(_src, x, t).numpy() if t > 0 else traj.paths[k, :m]
         layers.append(
             figures.Layer(
                 "x0_hat (denoised estimate)",
                 "markers",
-                xy=traj.x0_hat[:, :m],
+                xy=x0h,
                 style={"marker": {"color": "rgba(0,0,0,0.55)", "size": 4, "symbol": "x"}},
             )
         )

@@ -37,41 +37,56 @@ FONT = {"size": 16}
 def typed_array(a: np.ndarray) -> dict[str, str]:
     """A float32 array as plotly.js's base64 typed array (what plotly.py writes for numpy arrays)."""
     arr = np.ascontiguousarray(a, dtype="<f4")
-    return {"dtype": "f4", "bdata": base64.b64encode(arr.tobytes()).decode("ascii")}
+    out = {"dtype": "f4", "bdata": base64.b64encode(arr.tobytes()).decode("ascii")}
+    if arr.ndim > 1:  # e.g. a contour's z grid
+        out["shape"] = ",".join(str(n) for n in arr.shape)
+    return out
 
 
 def _jsonable(tr: dict[str, Any]) -> dict[str, Any]:
-    return {k: typed_array(v) if isinstance(v, np.ndarray) else v for k, v in tr.items()}
+    """A trace dict with its numpy arrays as typed arrays (plain JSON otherwise)."""
+    return {
+        k: typed_array(v) if isinstance(v, np.ndarray) else _jsonable(v) if isinstance(v, dict) else v
+        for k, v in tr.items()
+    }
 
 
 def _decode_typed(v: Any) -> Any:
     """Inverse of :func:`typed_array` (other values pass through)."""
     if isinstance(v, dict) and set(v) >= {"dtype", "bdata"}:
-        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]).newbyteorder("<"))
+        arr = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]).newbyteorder("<"))
+        if "shape" in v:
+            arr = arr.reshape([int(n) for n in str(v["shape"]).split(",")])
+        return arr
     return v
 
 
 class AnimatedFigure(go.Figure):
-    """A ``go.Figure`` whose frames are kept as ready JSON (base64 float32) instead of validated objects.
+    """A ``go.Figure`` whose whole content is kept as ready plotly JSON (float32 base64 arrays).
 
-    Validating hundreds of frame objects costs about a second in plotly.py; these frames are built
-    by :func:`particle_animation` from checked arrays, so they skip it. ``to_dict`` (what Streamlit
-    and ``plotly.io.to_json`` call) returns them as ``frames``.
+    plotly.py validates every property of every object it is given: for hundreds of frames and a
+    slider step per frame that costs about a second, and a settings change must rerun in well under
+    that. :func:`particle_animation` builds its content from checked arrays, so it skips validation;
+    ``to_dict`` (what Streamlit and ``plotly.io.to_json`` call) returns the JSON. The figure's own
+    ``data`` / ``layout`` stay empty: read ``raw`` (or use :func:`still_figure` for a validated copy).
     """
 
-    def __init__(self, *args: Any, raw_frames: list[dict[str, Any]] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._raw_frames = list(raw_frames or [])
+    def __init__(self, raw: dict[str, Any]) -> None:
+        super().__init__()
+        self._raw = raw
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """``{"data", "layout", "frames"}`` as plotly JSON."""
+        return self._raw
 
     @property
     def raw_frames(self) -> list[dict[str, Any]]:
         """The frames as plotly JSON dicts (``name``, ``data``, ``traces``)."""
-        return self._raw_frames
+        return self._raw["frames"]
 
     def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        d["frames"] = self._raw_frames
-        return d
+        return {"data": self._raw["data"], "layout": self._raw["layout"], "frames": self._raw["frames"]}
 
     def to_plotly_json(self) -> dict[str, Any]:
         return self.to_dict()
@@ -319,19 +334,25 @@ def particle_animation(
             }
         ],
     }
-    return AnimatedFigure(data=data, layout=layout, raw_frames=frames)
+    return AnimatedFigure({"data": [_jsonable(tr) for tr in data], "layout": layout, "frames": frames})
 
 
 def still_figure(fig: go.Figure, frame: int) -> go.Figure:
     """The figure at one frame, without frames, slider or buttons (for PNG/SVG export)."""
-    out = go.Figure(go.Figure.to_dict(fig))
-    raw = fig.raw_frames if isinstance(fig, AnimatedFigure) else [f.to_plotly_json() for f in fig.frames]
+    if isinstance(fig, AnimatedFigure):
+        d = fig.raw
+        data = [{k: _decode_typed(v) for k, v in tr.items()} for tr in d["data"]]
+        out = go.Figure(data=data, layout=d["layout"])
+        raw = d["frames"]
+    else:
+        out = go.Figure(fig)
+        raw = [f.to_plotly_json() for f in fig.frames]
     if raw:
         f = int(np.clip(frame, 0, len(raw) - 1))
         for i, tr in zip(raw[f]["traces"], raw[f]["data"], strict=True):
             out.data[i].update({k: _decode_typed(v) for k, v in tr.items()})
-        label = fig.layout.sliders[0].steps[f].label if fig.layout.sliders else ""
-        title = (fig.layout.title.text or "") + (f" ({label})" if label else "")
+        label = out.layout.sliders[0].steps[f].label if out.layout.sliders else ""
+        title = (out.layout.title.text or "") + (f" ({label})" if label else "")
         out.update_layout(title_text=title)
     out.frames = ()
     out.layout.sliders = ()

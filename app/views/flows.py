@@ -26,7 +26,17 @@ def controls() -> Settings:
     st.sidebar.header("Flow settings")
     run = C.run_controls()
     st.sidebar.header("Overlays")
-    ov = st.sidebar.multiselect("draw with the particles", OVERLAYS, key="overlays")
+    if "overlays" not in st.session_state:  # from the URL: a comma-separated list
+        raw = st.query_params.get("overlays", "")
+        st.session_state["overlays"] = [o for o in raw.split(",") if o in OVERLAYS]
+    ov = st.sidebar.multiselect(
+        "draw with the particles",
+        OVERLAYS,
+        key="overlays",
+        help="JKO and W2 geodesic take a few seconds the first time (then cached)",
+    )
+    if ",".join(ov) != st.query_params.get("overlays", ""):
+        st.query_params["overlays"] = ",".join(ov)
     color_by = st.sidebar.radio(
         "colour particles by",
         COLOR_BY,
@@ -50,24 +60,6 @@ def compute(s: Settings) -> tuple[C.ScoreSource, C.Trajectory, list[figures.Laye
     return src, traj, layers, notes
 
 
-def build_figure(
-    s: Settings, src: C.ScoreSource, traj: C.Trajectory, layers: list[figures.Layer]
-) -> figures.AnimatedFigure:
-    density = C.resolve_density(s.run.density)
-    colors = figures.position_colors(traj.noise if s.color_by.startswith("noise") else traj.data)
-    title = f"{density.name}: {traj.sampler_label}, N={s.run.steps}, NFE={traj.nfe} ({src.label})"
-    return figures.particle_animation(
-        traj.paths,
-        traj.labels,
-        colors=colors,
-        layers=layers,
-        bounds=C.plot_bounds(density, src.sde),
-        title=title,
-        start_frame=s.frame,
-        uirevision=f"flows-{s.run.density}-{s.run.sde}",
-    )
-
-
 def render(s: Settings, result: tuple | None) -> None:
     if result is None:
         return
@@ -84,7 +76,7 @@ def render(s: Settings, result: tuple | None) -> None:
         st.warning(
             "Annealed Langevin is meant for the VE SDE; on VP it runs but is not the standard pairing."
         )
-    fig = build_figure(s, src, traj, layers)
+    fig = C.flow_figure(s.run, src, traj, layers, s.color_by.startswith("noise"), s.frame)
     n_f = traj.paths.shape[0]
     st.plotly_chart(fig, theme=None, key="flow_chart", config={"displaylogo": False})
     step_controls(n_f, traj)
