@@ -195,7 +195,8 @@ def score_source(density_name: str, sde_name: str, source: str) -> ScoreSource:
     if mine is not None:
         have.append("session")
     raise ValueError(
-        f"no {source if source != 'auto' else ''} score for {density_name!r} with the {sde_name.upper()} SDE; "
+        f"no {source if source != 'auto' else ''} score for {density_name!r} with the "
+        f"{sde_name.upper()} SDE; "
         f"available: {', '.join(have) or 'none'}. Pretrained models are VP only; train your own "
         "(any SDE) on the Train your own page."
     )
@@ -789,7 +790,8 @@ def run_controls(container: Any = None, projection_toggle: bool = True) -> RunSp
         "score",
         SCORE_SOURCES,
         key=url_state("source", d.source, SCORE_SOURCES),
-        help="auto: your model for your data, else the shipped pretrained model, else the exact mixture score",
+        help="auto: your model for your data, else the shipped pretrained model, else the exact "
+        "mixture score",
     )
     c.radio("SDE", SDE_NAMES, horizontal=True, key=url_state("sde", d.sde, SDE_NAMES), format_func=str.upper)
     names = [n for n in sampler_options() if not n.startswith(PROJECTED_PREFIX)]

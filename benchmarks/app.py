@@ -175,9 +175,11 @@ def main(argv: list[str] | None = None) -> None:
     cold_ok = first is not None and first <= TARGET_COLD_S
     body = "\n\n".join(
         [
-            f"Score: {label}. Load average at the start: {load:.1f} on {os.cpu_count()} cores (other jobs share "
+            f"Score: {label}. Load average at the start: {load:.1f} on {os.cpu_count()} cores "
+            "(other jobs share "
             "this machine; timings scale with it).",
-            "**Server time of a settings change on the Flows page** (new trajectory of 1000 particles, forward "
+            "**Server time of a settings change on the Flows page** (new trajectory of 1000 "
+            "particles, forward "
             f"path + sampler, figure, JSON; median of {args.repeats}; target <= {TARGET_MS:.0f} ms)",
             md_table(["change", "frames", "median ms", "min ms", "max ms", "target met"], rows),
             f"**Figure JSON** (float32 base64 arrays; target < {TARGET_MB:.0f} MB)",

@@ -86,9 +86,11 @@ def render(s: Settings, result: tuple | None) -> None:
     cols[2].metric("frames", n_f)
     cols[3].metric("particles", traj.paths.shape[1])
     st.caption(
-        f"Forward noising is simulated (Euler-Maruyama on {C.FWD_STEPS} uniform steps) from data; generation starts "
+        f"Forward noising is simulated (Euler-Maruyama on {C.FWD_STEPS} uniform steps) from data; "
+        "generation starts "
         "from its end point x_T, the same initial noise for every sampler, step count and projection setting "
-        f"(seed {s.run.seed}). Grid spacing: {C.reverse_grid(s.run, src.sde)[:3].numpy().round(3).tolist()}..."
+        f"(seed {s.run.seed}). Grid spacing: "
+        f"{C.reverse_grid(s.run, src.sde)[:3].numpy().round(3).tolist()}..."
     )
     side_charts(s, src, traj)
     with st.expander("Export (PNG / SVG / GIF / MP4 / CSV)"):
@@ -114,7 +116,8 @@ def step_controls(n_f: int, traj: C.Trajectory) -> None:
         st.session_state["frame"] = min(n_f - 1, st.session_state["frame"] + 1)
         st.rerun()
     c3.caption(
-        f"single-step mode: frame {st.session_state['frame']} of {n_f - 1} ({traj.labels[st.session_state['frame']]}); "
+        f"single-step mode: frame {st.session_state['frame']} of {n_f - 1} "
+        f"({traj.labels[st.session_state['frame']]}); "
         "▶ Play and Slow run in the browser."
     )
 
@@ -163,7 +166,8 @@ def side_charts(s: Settings, src: C.ScoreSource, traj: C.Trajectory) -> None:
     )
     cols[2].metric("floor (data vs data)", f"{m['w2_data_floor']:.3f}")
     cols[2].caption(
-        "W2 at this n cannot rank close samplers (method.md section 4); the floor is what two exact samples measure."
+        "W2 at this n cannot rank close samplers (method.md section 4); the floor is what two "
+        "exact samples measure."
     )
     cols[2].download_button(
         "CSV of these numbers",

@@ -82,7 +82,8 @@ def prior_diagnostic(s: Settings) -> list[dict]:
 
 def render(s: Settings) -> None:
     st.markdown(
-        "geoflow follows Ghimire et al. (2023), *Geometry of Score Based Generative Models*: noising and generation "
+        "geoflow follows Ghimire et al. (2023), *Geometry of Score Based Generative Models*: "
+        "noising and generation "
         "are Wasserstein gradient flows. Notation of method.md: VP SDE with the paper's beta."
     )
     try:
@@ -107,7 +108,8 @@ def theorem1(s: Settings, traj: C.Trajectory, colors: list[str], bounds: tuple[f
     with c1:
         st.latex(r"dx = -\beta(t)\,x\,dt + \sqrt{2\beta(t)}\,dW")
         st.latex(
-            r"\partial_t \mu_t = \nabla\cdot\Big(\mu_t\,\beta(t)\,\nabla \log \frac{\mu_t}{\pi}\Big),\quad \pi = N(0, I)"
+            r"\partial_t \mu_t = \nabla\cdot\Big(\mu_t\,\beta(t)\,\nabla \log "
+            r"\frac{\mu_t}{\pi}\Big),\quad \pi = N(0, I)"
         )
         st.latex(
             r"v_t(x) = -\beta(t)\big(\nabla\log\mu_t(x) + x\big) = -\nabla_{W} \,\mathrm{KL}(\mu_t\,\|\,\pi)"
@@ -170,13 +172,15 @@ def theorem2(s: Settings, src: C.ScoreSource, traj: C.Trajectory, bounds: tuple[
             r"F = G + H,\quad G(\mu) = \int(-2\log\mu + \log\pi)\,d\mu,\quad H(\mu) = \int \log\mu\,d\mu"
         )
         st.latex(
-            r"y = x - \beta\,\nabla\frac{\delta G}{\delta\mu}\,d\tau = x + \beta\,\big(2\nabla\log\mu_\tau(x) + x\big)\,d\tau"
+            r"y = x - \beta\,\nabla\frac{\delta G}{\delta\mu}\,d\tau = x + "
+            r"\beta\,\big(2\nabla\log\mu_\tau(x) + x\big)\,d\tau"
             r"\quad\text{(explicit step on } G)"
         )
         st.latex(r"x' = y + \sqrt{2\beta\,d\tau}\,z \quad\text{(JKO step on } H\text{: the heat flow)}")
         st.markdown(
             "With grad log pi(x) = -x, the first variation of G has gradient -2 grad log mu - x, hence the "
-            "explicit step above (the reverse SDE's drift). Dropping the split gives the probability-flow ODE dx/dtau = beta (grad log mu_tau + x). "
+            "explicit step above (the reverse SDE's drift). Dropping the split gives the "
+            "probability-flow ODE dx/dtau = beta (grad log mu_tau + x). "
             "Forward and reverse trace the same curve of measures in opposite directions: the right panel "
             "compares the generated particles with the noising particles at the same t."
         )
@@ -200,7 +204,8 @@ def predict_project(s: Settings, src: C.ScoreSource, bounds: tuple[float, float]
         st.latex(r"x_{\rm proj} = x_{\rm pred} + \sqrt{b}\;\delta\mu\;dt\;T_\theta(x_{\rm pred}, t - dt)")
         st.latex(r"x \leftarrow x_{\rm proj} + \sqrt{2 b\,dt}\,z")
         st.latex(
-            r"T^*(x) \approx \frac{2}{2 + \sqrt{b}}\, s(t-dt)^2\, s_\theta(x, t - dt)\quad\text{(training-free)}"
+            r"T^*(x) \approx \frac{2}{2 + \sqrt{b}}\, s(t-dt)^2\, s_\theta(x, t - "
+            r"dt)\quad\text{(training-free)}"
         )
         st.markdown(
             "Each move of one step is drawn at the right: predict (blue), project (orange), diffuse (grey), "
@@ -239,14 +244,17 @@ def diagnostic(s: Settings) -> None:
         if not r["ok"]:
             st.warning(
                 f"{r['SDE']}: x_T is measurably far from the prior (KL {r['KL(x_T || prior)']:.3g} nats, W2 "
-                f"{r['W2(x_T, prior)']:.3g}). The sampler starts from N(0, I) but the model was trained on this "
+                f"{r['W2(x_T, prior)']:.3g}). The sampler starts from N(0, I) but the model was "
+                "trained on this "
                 "x_T: raise beta_max / T (VP) or sigma_max (VE)."
             )
         else:
             st.success(f"{r['SDE']}: x_T matches the prior (KL {r['KL(x_T || prior)']:.2g} nats).")
     st.markdown(
-        "Other causes, each measurable on the Flows and Projection pages: too few steps (W2 to data above its floor; "
-        "try DPM-Solver++ or Heun at the same NFE), no final denoising step (the last step's noise stays in the "
+        "Other causes, each measurable on the Flows and Projection pages: too few steps (W2 to "
+        "data above its floor; "
+        "try DPM-Solver++ or Heun at the same NFE), no final denoising step (the last step's noise "
+        "stays in the "
         "sample), and the step spacing at low N (log-SNR spacing for DDIM / DPM-Solver)."
     )
 

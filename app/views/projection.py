@@ -131,7 +131,8 @@ def render(s: Settings, r: dict | None) -> None:
                 m[2].metric("KL (k-NN)", f"{q['kl']:.3f}", help=f"floor {q['kl_floor']:.3f} (true samples)")
     st.caption(
         f"Both runs start from the same x_T (seed {s.base.seed}) and use the same Brownian path. Floors: W2 "
-        f"{r['qa']['w2_floor']:.3f}, KL {r['qa']['kl_floor']:.3f} (NaN: no exact density). Predict-project costs 2 NFE "
+        f"{r['qa']['w2_floor']:.3f}, KL {r['qa']['kl_floor']:.3f} (NaN: no exact density). "
+        "Predict-project costs 2 NFE "
         "per step: compare it with Euler-Maruyama at twice the steps too (below)."
     )
     single_step(s, tb, colors, bounds)

@@ -71,7 +71,8 @@ def data_panel(s: Settings) -> None:
             add_density(s.name, sklearn_points(kind, int(n), float(noise), int(seed)))
     elif s.source == "draw":
         st.caption(
-            "Draw with the lasso or box tool of the chart (toolbar at its top right); several selections add up."
+            "Draw with the lasso or box tool of the chart (toolbar at its top right); several "
+            "selections add up."
         )
         g = draw_grid()
         fig = figures.scatter_panel(
