@@ -329,13 +329,15 @@ def coverage(cache: dict, plan: Plan) -> str:
     at_1000 = (
         "every sampler"
         if plan.all_at_1000
-        else "Euler-Maruyama for every density and score, every sampler for eight_gaussians with the exact score"
+        else "Euler-Maruyama for every density and score, every sampler for eight_gaussians "
+        "with the exact score"
     )
     text = (
         f"What this run covered: densities {', '.join(data) or '(none)'}; score sources {', '.join(srcs)}; "
         f"samplers {', '.join(CORE)} (annealed Langevin on the VE SDE, exact score only: no VE models are "
         f"shipped); N in {list(N_GRID)}; at N = 1000 {at_1000}; seeds {list(plan.seeds)} for N <= 100 and "
-        f"{list(plan.seeds_1000)} at N = 1000; n = {N_SAMPLES} for KL and sliced W2 (500 projections), exact W2 on n = {N_EXACT} "
+        f"{list(plan.seeds_1000)} at N = 1000; n = {N_SAMPLES} for KL and sliced W2 (500 projections), "
+        f"exact W2 on n = {N_EXACT} "
         f"for seeds {list(plan.w2_seeds)} only. Mean ± sample standard deviation over seeds. Same initial "
         f"noise (seed 1000 + s) and sampler seed (2000 + s) for every method. Grid spacing: each sampler's "
         f"default (EM, ODE-Euler, PC, annealed Langevin uniform; Heun, DDIM, DPM-Solver++ log-SNR). "
