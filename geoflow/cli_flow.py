@@ -15,7 +15,8 @@ Arrays written (K keyframes, n particles):
   mu_t (data sampled afresh and pushed through the exact forward kernel; any density), and
   ``w2_floor`` (K,) the same distance between two exact samples (the finite-sample floor);
 * ``w2_step`` (K-1,) W2 between consecutive JKO keyframes, ``flow_length`` their sum,
-  ``jko_displacement`` (K-1,) the identity-coupling lengths;
+  ``jko_displacement`` (K-1,) the identity-coupling lengths, ``exact_length`` the exact path's W2
+  length (mixtures only, :func:`geoflow.wgf.exact_path_length`);
 * ``geodesic`` (K, n, 2) McCann's W2 geodesic from the data particles to a prior sample, and
   ``geodesic_length`` its length W2(data, prior) (to compare with ``flow_length``);
 * ``h``, ``seed``, ``n``, ``density`` (a string), ``seconds_jko``.
@@ -91,6 +92,7 @@ def compute_flow(
     if isinstance(density, GaussianMixture):
         out["exact"] = wgf.exact_marginal_samples(density, sde, ts, n, g, x0=x0)
         out["free_energy_exact"] = wgf.free_energy_exact(density, ts, sde)
+        out["exact_length"] = np.array(wgf.exact_path_length(density, sde, n_mc=2000, generator=g))
     out["w2_to_exact"] = wgf.w2_along(path.particles, ref)
     out["w2_floor"] = wgf.w2_along(ref2, ref)
     out["w2_step"] = wgf.w2_steps(path.particles)

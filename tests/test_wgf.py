@@ -339,6 +339,20 @@ def test_mccann_geodesic_endpoints_and_constant_speed(gen):
     assert wgf.path_length(path, coupling="identity") >= length - 1e-6
 
 
+def test_exact_path_length_of_a_gaussian_matches_its_moment_curve(gen):
+    # for N(m, c I) the marginals stay N(a m, (a^2 c + 1 - a^2) I): speed^2 = |dm/ds|^2 + d (d sd/ds)^2
+    m, c = np.array([2.0, 0.0]), 0.5
+    s = np.linspace(0, float(SDE.int_beta(1.0)), 20001)
+    a = np.exp(-s)
+    sd = np.sqrt(a * a * c + 1 - a * a)
+    ref = np.trapezoid(np.sqrt(np.gradient(a * 2.0, s) ** 2 + 2 * np.gradient(sd, s) ** 2), s)
+    length = wgf.exact_path_length(_gauss(m, c * np.eye(2)), SDE, n_mc=20000, generator=gen)
+    assert abs(length - ref) < 0.01 * ref
+    # and the W2 geodesic between the end points is shorter: |m| (1 - a(T)) and sd from sqrt(c) to ~1
+    geo = wgf.bures_w2(m, c * np.eye(2), *wgf.ou_gaussian(m, c * np.eye(2), SDE, 1.0))
+    assert geo < length
+
+
 def test_gradient_flow_path_is_longer_than_the_geodesic(gen):
     mix = get_density("asymmetric")
     ts = np.linspace(0, 1, 8)
