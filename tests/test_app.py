@@ -189,6 +189,15 @@ def test_flows_diverging_sampler_is_a_message_not_a_traceback():
     assert at.get("plotly_chart")  # the frames it reached are still drawn
 
 
+def test_flows_gif_export_from_memory():
+    at = run_page(None, steps=3, n=50)
+    at.button(key="geoflow_flow_gif_make").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.session_state["exports"]["geoflow_flow_gif"][:6] in (b"GIF87a", b"GIF89a")
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert "⬇ GIF" in labels and "CSV of positions" in labels
+
+
 # --------------------------------------------------------------------------- Projection
 def test_projection_side_by_side_same_noise_and_zero_strength_matches_em():
     at = run_page("projection", steps=8, n=200, pstrength=0.0)
@@ -221,13 +230,45 @@ def test_images_page():
         assert any("digits-vp" in e.value for e in at.error)
         return
     assert not at.error, [e.value for e in at.error]
-    assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1
-    (pca,) = [s for s in specs(at) if "PC 1" in json.dumps(s["layout"])]
+    assert len(at.get("image")) >= 4
+    (pca,) = [s for s in specs(at) if "principal" in json.dumps(s["layout"])]
     n_frames = len(decode(pca["data"][1]["x"]))
     assert n_frames == 3 + 1  # x_T and one state per step
     at.sidebar.slider(key="img_steps").set_value(5).run()
-    (pca,) = [s for s in specs(at) if "PC 1" in json.dumps(s["layout"])]
+    (pca,) = [s for s in specs(at) if "principal" in json.dumps(s["layout"])]
     assert len(decode(pca["data"][1]["x"])) == 5 + 1
+
+
+def test_images_page_mechanics_with_an_untrained_network(monkeypatch):
+    """Grid, x_t / x0_hat strip and PCA path from any score network (random weights here, tiny cost)."""
+    import streamlit as st
+
+    if str(ROOT / "app") not in sys.path:
+        sys.path.insert(0, str(ROOT / "app"))
+    import common
+
+    from geoflow.images import make_image_score_model
+    from geoflow.sde import VPSDE
+
+    model = make_image_score_model("digits", VPSDE()).eval()
+    monkeypatch.setattr(common, "pretrained_available", lambda name: name == "digits-vp")
+    monkeypatch.setattr(common, "pretrained_model", lambda name: model)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    try:
+        at = run_page("images", img_steps=3, img_n=16, img_data="digits")
+        assert not at.error, [e.value for e in at.error]
+        assert len(at.get("image")) >= 4  # the sample grid and three x_t / x0_hat strips
+        (pca,) = [s for s in specs(at) if "principal" in json.dumps(s["layout"])]
+        assert len(decode(pca["data"][1]["x"])) == 3 + 1  # x_T and one state per step
+        at.sidebar.slider(key="img_steps").set_value(5).run()
+        assert not at.exception and not at.error
+        (pca,) = [s for s in specs(at) if "principal" in json.dumps(s["layout"])]
+        assert len(decode(pca["data"][1]["x"])) == 5 + 1
+        assert any("NFE = 5" in c.value for c in at.caption)
+    finally:
+        st.cache_resource.clear()
+        st.cache_data.clear()
 
 
 # --------------------------------------------------------------------------- Train your own
