@@ -369,23 +369,26 @@ def image_quality(
     name: str,
     classifier: Classifier,
     generator: torch.Generator | None = None,
+    floor_draws: int = 5,
 ) -> dict:
     """Classifier-feature Fréchet distance of samples to the test split, with its floor.
 
     ``frechet = |mu_s - mu_t|^2 + tr(C_s + C_t - 2 (C_s C_t)^{1/2})`` on the classifier's
     penultimate features (method.md section 4; not Inception FID). The floor is the same distance
-    between ``min(n, n_train)`` training images (drawn by ``generator``) and the test split.
+    between ``min(n, n_train)`` training images (drawn by ``generator``) and the test split,
+    averaged over ``floor_draws`` draws.
 
     Args:
         samples: (n, C, H, W) in the data's [-1, 1] scale; n >= 1000 is recommended.
         name: the image set the samples imitate.
         classifier: that set's feature classifier.
         generator: picks the training images of the floor (default: seed 0).
+        floor_draws: number of training subsets the floor is averaged over.
 
     Returns:
-        dict with ``frechet``, ``floor``, ``confidence`` (mean top-class probability),
-        ``class_histogram`` (fraction of samples per predicted class), ``test_accuracy``,
-        ``n_samples`` and ``n_test``.
+        dict with ``frechet``, ``floor`` (and ``floor_std`` over the draws), ``confidence`` (mean
+        top-class probability), ``class_histogram`` (fraction of samples per predicted class),
+        ``test_accuracy``, ``n_samples`` and ``n_test``.
     """
     _check_name(name)
     shape = image_shape(name)
@@ -393,17 +396,28 @@ def image_quality(
         raise ValueError(f"samples for {name!r} must have shape (n, {', '.join(map(str, shape))})")
     if samples.shape[0] < 2:
         raise ValueError("need at least 2 samples for a Fréchet distance")
+    if floor_draws < 1:
+        raise ValueError(f"floor_draws must be >= 1, got {floor_draws}")
     if classifier.cfg.data != name:
         raise ValueError(f"classifier was trained on {classifier.cfg.data!r}, not {name!r}")
     ref = _reference(name, classifier)
     probs, fs = classifier.predict(samples.detach().cpu())
     g = generator if generator is not None else torch.Generator().manual_seed(0)
-    n_floor = min(samples.shape[0], ref.train_features.shape[0])
-    pick = torch.randperm(ref.train_features.shape[0], generator=g)[:n_floor]
+    n_train = ref.train_features.shape[0]
+    n_floor = min(samples.shape[0], n_train)
+    # the distance at n ~ 1000 varies by tens of percent between draws (a few feature directions
+    # dominate the mean term), so the floor is averaged over several training subsets
+    floors = [
+        frechet_from_features(
+            ref.train_features[torch.randperm(n_train, generator=g)[:n_floor]], ref.test_features
+        )
+        for _ in range(floor_draws)
+    ]
     hist = torch.bincount(probs.argmax(1), minlength=classifier.cfg.n_classes).float() / probs.shape[0]
     return {
         "frechet": frechet_from_features(fs, ref.test_features),
-        "floor": frechet_from_features(ref.train_features[pick], ref.test_features),
+        "floor": float(np.mean(floors)),
+        "floor_std": float(np.std(floors, ddof=1)) if floor_draws > 1 else 0.0,
         "confidence": float(probs.max(1).values.mean()),
         "class_histogram": [round(float(h), 4) for h in hist],
         "test_accuracy": ref.test_accuracy,

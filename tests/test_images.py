@@ -283,10 +283,11 @@ def test_quality_separates_data_from_noise(name):
     x, _ = load_image_set(name, "train")
     g = torch.Generator().manual_seed(0)
     real = image_quality(x[:1000], name, clf, generator=g)
-    assert real["frechet"] == pytest.approx(real["floor"], rel=0.5)
+    # training images are a draw like the floor's: within the floor's spread over draws
+    assert abs(real["frechet"] - real["floor"]) < 4 * real["floor_std"] + 0.1 * real["floor"]
     noise = (0.5 * torch.randn((1000, *image_shape(name)), generator=g)).clamp(-1, 1)
     fake = image_quality(noise, name, clf)
-    assert fake["frechet"] > 10 * real["floor"]
+    assert fake["frechet"] > 20 * max(real["frechet"], real["floor"])
     assert sum(real["class_histogram"]) == pytest.approx(1.0, abs=1e-3)
     assert 0 < real["confidence"] <= 1
 
