@@ -265,6 +265,8 @@ def read_points_csv(source: str | Path | bytes | io.IOBase) -> np.ndarray:
         ValueError: with the line and the problem for wrong columns, text, NaN/inf, too few rows.
     """
     if isinstance(source, (str, Path)):
+        if not Path(source).is_file():
+            raise ValueError(f"CSV file {str(source)!r} does not exist")
         text = Path(source).read_text(errors="replace")
     elif isinstance(source, bytes):
         text = source.decode("utf-8", errors="replace")
