@@ -263,6 +263,8 @@ def test_point_arrays_are_validated():
         PointCloud(good, bandwidth=-1.0)
     with pytest.raises(ValueError, match="does not exist"):
         load_density("/nonexistent/points.csv")
+    with pytest.raises(ValueError, match="does not exist"):
+        read_points_csv("/nonexistent/points.csv")
 
 
 def test_very_large_point_cloud_is_capped_with_a_message():
