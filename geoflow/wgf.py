@@ -14,8 +14,11 @@ as the flow of ``-KL``. This module computes the objects that make this visible 
 * **JKO on particles** (:func:`jko_path`): the minimizing-movement scheme of step h in the plain
   flow time ``s(t) = int_0^t beta``, with the blob entropy (Carrillo, Craig & Patacchini 2019).
 * **The splitting scheme** of Theorem 2's proof as a path generator (:func:`splitting_path`).
-* **W2 along paths** (:func:`w2_along`, :func:`w2_steps`, :func:`path_length`) and the true W2
-  geodesic (:func:`mccann_geodesic`), all by exact optimal transport (POT).
+* **W2 along paths** (:func:`w2_along`, :func:`w2_steps`, :func:`path_length`), the exact W2 length
+  of a mixture's gradient-flow path (:func:`exact_path_length`), and the true W2 geodesic
+  (:func:`mccann_geodesic`), all transport by exact optimal transport (POT).
+* **Shipped paths**: :func:`preset_jko_path` serves the mixture presets' JKO paths from
+  ``pretrained/flows/`` instantly (written by :func:`write_preset_flows`).
 * :func:`theorem_check`: a numerical check of Theorems 1 and 2 as a table.
 
 Time conventions: ``t`` is the VP time of (1) in ``[0, T]``; ``s = int_0^t beta`` the plain flow
@@ -1029,6 +1032,10 @@ def write_preset_flows(names: Sequence[str] | None = None) -> list[Path]:
             cache_dir=PRECOMPUTED_DIR,
         )
         written.append(PRECOMPUTED_DIR / f"jko-{path.meta['cache_key']}.npz")
+    # a human-readable index: which file holds which preset, and the inputs it was computed from
+    index = {"inputs": {**PRESET_FLOW, "sde": VPSDE().config(), "x0": "preset_x0(name)"}}
+    index["files"] = {name: f.name for name, f in zip(names, written, strict=True)}
+    (PRECOMPUTED_DIR / "index.json").write_text(json.dumps(index, indent=1) + "\n")
     return written
 
 
