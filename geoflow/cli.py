@@ -35,6 +35,9 @@ class UserError(ValueError):
 
 
 def _threads() -> None:
+    if os.environ.get("GEOFLOW_THREADS"):
+        torch.set_num_threads(int(os.environ["GEOFLOW_THREADS"]))
+        return
     # 2-core machines slow down 20x with oversubscription; leave one core for the OS/UI
     torch.set_num_threads(max(1, min(2, (os.cpu_count() or 2))))
 
