@@ -168,7 +168,7 @@ def render(s: Settings, r: dict) -> None:
         fig = figures.line_chart(
             np.zeros(1),
             {},
-            title="x_t projected on the first two principal components",
+            title="x_t on 2 principal components",
             xaxis="PC 1",
             yaxis="PC 2",
             markers=False,
