@@ -601,7 +601,7 @@ def plot(results: list[dict]) -> None:
 
 # --------------------------------------------------------------------------- projection networks
 def train_cli(
-    source: str, name: str, mode: str, out: Path, steps: int, n_steps: int = 20
+    source: str, name: str, mode: str, out: Path, steps: int, n_steps: int = 20, batch_size: int = 512
 ) -> tuple[list[str], float]:
     """Run ``geoflow train-projection`` (the command recorded in the manifest); returns (argv, seconds)."""
     from geoflow.cli import main as cli_main
@@ -616,6 +616,8 @@ def train_cli(
         mode,
         "--steps",
         str(steps),
+        "--batch-size",
+        str(batch_size),
     ]
     if mode == "fixed_N":
         argv += ["--n-steps", str(n_steps)]
@@ -672,12 +674,12 @@ def compare_modes(name: str, steps: int, n: int, seeds: tuple[int, ...], results
     _run_rows(case, "euler_maruyama", "euler_maruyama", {}, (None,), (10, 20, 40), results)
 
 
-def ship(source: str, name: str, mode: str, steps: int) -> None:
+def ship(source: str, name: str, mode: str, steps: int, batch_size: int = 512) -> None:
     """Train and ship ``pretrained/<name>-vp-proj.safetensors`` with its manifest entry."""
     from geoflow.checkpoints import PRETRAINED_DIR, sha256, write_manifest_entry
 
     out = PRETRAINED_DIR / f"{name}-vp-proj.safetensors"
-    argv, secs = train_cli(source, name, mode, out, steps)
+    argv, secs = train_cli(source, name, mode, out, steps, batch_size=batch_size)
     case = toy_case(name, "model", 10_000, (0,)) if source == "density" else image_case(name, 1000, (0,))
     assert case is not None and "learned" in case.projections, "the shipped projection did not load"
     quality: dict = {
@@ -723,10 +725,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ship", default=None, help="comma-separated data sets: train + ship <name>-vp-proj")
     ap.add_argument("--ship-mode", default="random_dt")
     ap.add_argument("--train-steps", type=int, default=3000)
+    ap.add_argument("--batch-size", type=int, default=512, help="projection training batch size")
     args = ap.parse_args(argv)
     if args.ship:
         for name in args.ship.split(","):
-            ship("data" if name in IMAGES else "density", name, args.ship_mode, args.train_steps)
+            ship(
+                "data" if name in IMAGES else "density",
+                name,
+                args.ship_mode,
+                args.train_steps,
+                args.batch_size,
+            )
         return 0
     results: list[dict] = []
     cache = Path(args.cache) if args.cache else None
