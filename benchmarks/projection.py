@@ -35,7 +35,7 @@ from benchmarks._results import md_table, write_section  # noqa: E402
 from geoflow.checkpoints import load_pretrained, read_manifest  # noqa: E402
 from geoflow.densities import GaussianMixture, get_density  # noqa: E402
 from geoflow.metrics import kl_knn, sliced_w2  # noqa: E402
-from geoflow.projection import DEFAULT_STRENGTH, make_projection  # noqa: E402
+from geoflow.projection import DEFAULT_STRENGTH, DEFAULT_STRENGTHS, make_projection  # noqa: E402
 from geoflow.samplers import SAMPLERS, SamplerDiverged, sample  # noqa: E402
 from geoflow.sde import VESDE, VPSDE  # noqa: E402
 
@@ -780,6 +780,16 @@ def main(argv: list[str] | None = None) -> int:
         "One fixed dmu for all N (paper's step, smallest mean log excess ratio to EM over every case and N): "
         + f"**{fixed_pp:g}**; shipped `DEFAULT_STRENGTH` = {DEFAULT_STRENGTH:g}"
         + (" (the same)." if fixed_pp == DEFAULT_STRENGTH else " (DIFFERENT: update geoflow/projection.py).")
+        + " Variants, measured the same way: "
+        + ", ".join(
+            f"{name} {best_fixed_strength(results, prefix, grid):g} (shipped {DEFAULT_STRENGTHS[name]:g})"
+            for name, prefix, grid in (
+                ("predict_project_ancestral", "predict_project_ancestral", ANCESTRAL_GRID),
+                ("predict_project_renoise", "predict_project_renoise", DMU_GRID),
+                ("predict_project_langevin", "predict_project_langevin", LANGEVIN_GRID),
+            )
+        )
+        + "."
         + "\n\n"
         + FINDINGS
         + "\n\n"
