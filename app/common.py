@@ -61,6 +61,10 @@ def url_state(
     A bad value in a shared link falls back to the default (with a toast) instead of crashing.
     """
     st.session_state.setdefault("_url_keys", set()).add(key)  # per session: synced at the end of the run
+    jump = st.session_state.pop(f"goto_{key}", None)  # set by another page's "open it on ..." button
+    if jump is not None:
+        st.session_state[key] = jump
+        return key
     if key not in st.session_state:
         value = default
         raw = st.query_params.get(key)

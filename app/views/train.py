@@ -163,7 +163,11 @@ def train_panel(name: str) -> None:
             f"trained: {s['steps']} steps, loss {s['loss']:.4f}{' (stopped early)' if s['stopped'] else ''}. "
             f"Pick density '{C.USER_PREFIX}{name}' on the Flows or Projection page (score: auto or session)."
         )
-        cols = st.columns(2)
+        cols = st.columns(3)
+        if cols[2].button("open it on the Flows page", key="goto_flows", type="primary"):
+            st.session_state["goto_density"] = C.USER_PREFIX + name
+            st.session_state["goto_sde"] = mine["model"].sde.name
+            st.switch_page(str(C.ROOT / "app" / "views" / "flows.py"))
         cols[0].download_button(
             "⬇ score model (.safetensors)",
             model_bytes(mine["model"]),
