@@ -39,7 +39,7 @@ from geoflow.sde import VPSDE
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``flow`` subcommand to an argparse subparsers object; its handler is ``args.func``."""
+    """Add the ``flow`` subcommand to argparse subparsers; its handler is ``args.fn`` (= ``args.func``)."""
     p = subparsers.add_parser(
         "flow",
         help="JKO path, exact path, free energy and W2 curves of a density (Wasserstein gradient flow)",
@@ -56,7 +56,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npz path")
     p.add_argument("--figure", default=None, help="optional .png/.svg figure (plotly + kaleido)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.set_defaults(func=run_flow)
+    p.set_defaults(fn=run_flow, func=run_flow)  # geoflow.cli dispatches on ``fn``
     return p
 
 

@@ -319,6 +319,8 @@ def test_theorem_check_table(gen):
     for r in rows:
         for col in ("w2_forward_em", "w2_jko", "w2_reverse"):
             assert r[col] < 1.5 * r["w2_floor"] + 0.08, (col, r)
+        for col in ("w2_forward_em_given_x0", "w2_jko_given_x0"):
+            assert r[col] < 1.5 * r["w2_floor_given_x0"] + 0.05, (col, r)
         assert abs(r["free_energy_jko"] - r["free_energy_exact"]) < 0.35
 
 
@@ -449,6 +451,16 @@ def test_cli_flow_bad_input_exits_2_with_one_line(extra, tmp_path, capsys):
     assert args.func(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error" in err and "Traceback" not in err
+
+
+def test_geoflow_cli_dispatches_flow(tmp_path, capsys):
+    from geoflow.cli import main
+
+    assert main(["flow", "--density", "asymmetric", "--h", "-1", "--out", str(tmp_path / "x.npz")]) == 2
+    assert "h must be a number in (0" in capsys.readouterr().err
+    assert main(["flow", "--density", "three_component", "--h", "0.5", "--keyframes", "3", "--n", "40",
+                 "--out", str(tmp_path / "y.npz")]) == 0  # fmt: skip
+    assert np.load(tmp_path / "y.npz")["jko"].shape == (3, 40, 2)
 
 
 def test_write_figure_says_when_it_cannot_export(tmp_path, monkeypatch):
