@@ -7,7 +7,9 @@ it (frame count and title change), and that no exception or error box appears. S
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -187,11 +189,22 @@ def test_images_page(server, page):
     page.screenshot(path=str(ARTIFACTS / "images.png"), full_page=True)
 
 
-def test_train_page_generator_makes_a_density(server, page):
+def test_train_page_drawing_makes_a_density(server, page):
+    """Lasso on the drawing grid (plotly selection -> st.plotly_chart on_select), then a density."""
     page.goto(f"{server}/train")
-    page.get_by_role("button", name="make density").click()
+    page.get_by_text("draw", exact=True).click()
     page.wait_for_selector(POINTS, timeout=CHART_TIMEOUT_MS)
     _wait_idle(page)
+    box = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx + 100, cy)
+    page.mouse.down()
+    for k in range(1, 41):
+        a = 2 * math.pi * k / 40
+        page.mouse.move(cx + 100 * math.cos(a), cy + 60 * math.sin(a))
+    page.mouse.up()
+    page.get_by_text(re.compile(r"^[1-9][0-9]* grid cells selected")).wait_for(timeout=CHART_TIMEOUT_MS)
+    page.get_by_role("button", name="make density from the drawing").click()
+    page.get_by_text("density mine: my_data created").wait_for(timeout=CHART_TIMEOUT_MS)
     _no_errors(page)
-    assert page.get_by_text("density mine: my_data created").count() == 1
     page.screenshot(path=str(ARTIFACTS / "train.png"), full_page=True)
