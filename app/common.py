@@ -130,6 +130,20 @@ def pretrained_model(name: str) -> torch.nn.Module:
     return load_pretrained(name)
 
 
+@st.cache_resource(show_spinner="loading model ...")
+def pretrained_pair(name: str) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """A shipped score network and its projection network, if one is shipped and matches it."""
+    model = pretrained_model(name)
+    if not pretrained_available(name + "-proj"):
+        return model, None
+    try:
+        proj = pretrained_model(name + "-proj")
+        proj.check_matches(model, name)
+    except (CheckpointError, ValueError):
+        return model, None
+    return model, proj
+
+
 def pretrained_available(name: str) -> bool:
     try:
         return name in read_manifest()
@@ -178,14 +192,7 @@ def score_source(density_name: str, sde_name: str, source: str) -> ScoreSource:
                 mine.get("projection"),
             )
         if src == "pretrained" and sde_name == "vp" and pretrained_available(pre):
-            model = pretrained_model(pre)
-            proj = None
-            if pretrained_available(pre + "-proj"):
-                try:
-                    proj = pretrained_model(pre + "-proj")
-                    proj.check_matches(model, pre)
-                except (CheckpointError, ValueError):
-                    proj = None
+            model, proj = pretrained_pair(pre)
             return ScoreSource(model.score_fn(), model.sde, f"pretrained:{pre}", f"pretrained {pre}", proj)
         if src == "exact" and isinstance(dens, GaussianMixture):
             return ScoreSource(

@@ -73,8 +73,7 @@ def controls() -> Settings:
 @st.cache_resource(show_spinner="loading image models ...")
 def image_models(data: str) -> tuple[torch.nn.Module, torch.nn.Module | None, torch.nn.Module | None]:
     """The shipped score network, projection network (if any) and classifier of an image set."""
-    score = C.pretrained_model(f"{data}-vp")
-    proj = C.pretrained_model(f"{data}-vp-proj") if C.pretrained_available(f"{data}-vp-proj") else None
+    score, proj = C.pretrained_pair(f"{data}-vp")
     clf = C.pretrained_model(f"{data}-classifier") if C.pretrained_available(f"{data}-classifier") else None
     return score, proj, clf
 
