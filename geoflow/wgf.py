@@ -648,7 +648,10 @@ class JKOPath:
         s: (K,) plain flow times ``int_0^t beta``.
         particles: (K, n, d) float32 particle positions (same particle order in every frame).
         free_energy: (K,) ``KL(mu || pi)`` by the k-NN estimator (:func:`free_energy_particles`).
-        free_energy_blob: (K,) the blob functional the scheme minimises (:func:`blob_free_energy`).
+            It reads low (about -0.15 at t = T for n = 1000, where the truth is 0): the estimator
+            assumes i.i.d. points, and JKO particles are more evenly spread than i.i.d. ones.
+        free_energy_blob: (K,) the blob functional the scheme minimises (:func:`blob_free_energy`);
+            close to the exact value once mixture components are wider than the bandwidth.
         displacement: (K - 1,) per keyframe interval, the sum over JKO steps of
             ``sqrt(mean |y_i - x_i|^2)``: the identity-coupling length (an upper bound of the W2 length).
         coupling_gap: (K - 1,) for the first JKO step of each interval, identity-coupling cost
