@@ -189,6 +189,24 @@ def test_flows_diverging_sampler_is_a_message_not_a_traceback():
     assert at.get("plotly_chart")  # the frames it reached are still drawn
 
 
+def test_flows_absurd_combinations_never_raise():
+    """Every sampler on both SDEs at N = 1 and 2, odd spacings, projection on: messages, never a traceback."""
+    from geoflow.samplers import sampler_names
+
+    at = run_page(None, steps=1, n=50)
+    for sde, spacing in (("vp", "logsnr"), ("ve", "quadratic")):
+        for name in [n for n in sampler_names() if not n.startswith("predict_project")]:
+            for steps in (1, 2):
+                at.session_state["sde"] = sde
+                at.session_state["sampler"] = name
+                at.session_state["steps"] = steps
+                at.session_state["spacing"] = spacing
+                at.session_state["projection"] = steps == 2
+                at.run()
+                assert not at.exception, (sde, spacing, name, steps, [e.value for e in at.exception])
+                assert at.get("plotly_chart") or at.error
+
+
 def test_flows_gif_export_from_memory():
     at = run_page(None, steps=3, n=50)
     at.button(key="geoflow_flow_gif_make").click().run()
