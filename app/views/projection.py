@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import dataclass, replace
 
 import common as C
@@ -226,28 +226,27 @@ def live_sweep(spec: C.RunSpec, src_key: str, _src: C.ScoreSource, n: int = 1000
     return rows
 
 
-def shipped_results() -> dict | None:
-    """The projection benchmark's shipped numbers (benchmarks/projection_results.json), if present."""
-    for name in ("projection_results.json", "projection.json"):
-        p = C.ROOT / "benchmarks" / name
-        if p.exists():
-            try:
-                return json.loads(p.read_text())
-            except (OSError, json.JSONDecodeError):
-                return None
-    return None
+def shipped_section(name: str) -> str | None:
+    """One benchmark's section of benchmarks/RESULTS.md (the shipped, measured tables), if present."""
+    path = C.ROOT / "benchmarks" / "RESULTS.md"
+    if not path.exists():
+        return None
+    m = re.search(rf"<!-- BEGIN {name} -->(.*?)<!-- END {name} -->", path.read_text(), re.S)
+    return m.group(1).strip() if m else None
 
 
 def curves(s: Settings, src: C.ScoreSource) -> None:
     st.subheader("Quality against steps and against NFE")
-    shipped = shipped_results()
-    res_md = C.ROOT / "benchmarks" / "RESULTS.md"
-    if shipped is None and res_md.exists():
-        with st.expander("shipped benchmark results (benchmarks/RESULTS.md)"):
-            st.markdown(res_md.read_text())
-    elif shipped is not None:
-        with st.expander("shipped benchmark results (JSON)"):
-            st.json(shipped, expanded=False)
+    plot = C.ROOT / "benchmarks" / "projection_quality_vs_nfe.png"
+    section = shipped_section("projection")
+    if plot.exists() or section:
+        with st.expander("shipped benchmark results (benchmarks/RESULTS.md, projection section)"):
+            if plot.exists():
+                st.image(str(plot), caption="quality against NFE for every sampler (shipped benchmark)")
+            if section:
+                st.markdown(section)
+    else:
+        st.info("No shipped projection benchmark results in this build (benchmarks/RESULTS.md).")
     if not st.toggle(
         "live sweep on this density (N = 5, 10, 20, 40; 1000 particles; ~10 s once)", key="sweep"
     ):
