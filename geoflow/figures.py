@@ -424,7 +424,11 @@ def scatter_panel(
             marker["color"] = list(colors)
         fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="markers", name=name, marker=marker))
     fig.update_layout(
-        **_axes(bounds, uirevision), title={"text": title}, height=480, margin={"l": 30, "r": 10, "t": 50}
+        **_axes(bounds, uirevision),
+        title={"text": title},
+        height=520,
+        margin={"l": 30, "r": 10, "t": 90},
+        legend={"orientation": "h", "x": 0.0, "y": 1.0, "yanchor": "bottom"},
     )
     return fig
 

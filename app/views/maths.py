@@ -168,15 +168,14 @@ def theorem2(s: Settings, src: C.ScoreSource, traj: C.Trajectory, bounds: tuple[
     st.header("Theorem 2: generation is the gradient flow of -KL, split in two steps")
     c1, c2 = st.columns([1, 1])
     with c1:
-        st.latex(
-            r"F = G + H,\quad G(\mu) = \int(-2\log\mu + \log\pi)\,d\mu,\quad H(\mu) = \int \log\mu\,d\mu"
+        st.latex(r"F = G + H,\qquad H(\mu) = \int \log\mu\,d\mu")
+        st.latex(r"G(\mu) = \int(-2\log\mu + \log\pi)\,d\mu")
+        st.latex(r"y = x - \beta\,\nabla\frac{\delta G}{\delta\mu}\,d\tau")
+        st.latex(r"\phantom{y} = x + \beta\,\big(2\nabla\log\mu_\tau(x) + x\big)\,d\tau")
+        st.latex(r"x' = y + \sqrt{2\beta\,d\tau}\,z")
+        st.caption(
+            "explicit Wasserstein step on G, then the JKO step on H (its exact solution: the heat flow)"
         )
-        st.latex(
-            r"y = x - \beta\,\nabla\frac{\delta G}{\delta\mu}\,d\tau = x + "
-            r"\beta\,\big(2\nabla\log\mu_\tau(x) + x\big)\,d\tau"
-            r"\quad\text{(explicit step on } G)"
-        )
-        st.latex(r"x' = y + \sqrt{2\beta\,d\tau}\,z \quad\text{(JKO step on } H\text{: the heat flow)}")
         st.markdown(
             "With grad log pi(x) = -x, the first variation of G has gradient -2 grad log mu - x, hence the "
             "explicit step above (the reverse SDE's drift). Dropping the split gives the "
@@ -203,10 +202,8 @@ def predict_project(s: Settings, src: C.ScoreSource, bounds: tuple[float, float]
         st.latex(r"x_{\rm pred} = x + b\,(2 s_\theta(x, t) + x)\,dt")
         st.latex(r"x_{\rm proj} = x_{\rm pred} + \sqrt{b}\;\delta\mu\;dt\;T_\theta(x_{\rm pred}, t - dt)")
         st.latex(r"x \leftarrow x_{\rm proj} + \sqrt{2 b\,dt}\,z")
-        st.latex(
-            r"T^*(x) \approx \frac{2}{2 + \sqrt{b}}\, s(t-dt)^2\, s_\theta(x, t - "
-            r"dt)\quad\text{(training-free)}"
-        )
+        st.latex(r"T^*(x) \approx \frac{2}{2 + \sqrt{b}}\, s(t-dt)^2\, s_\theta(x, t - dt)")
+        st.caption("the training-free (Tweedie) projection")
         st.markdown(
             "Each move of one step is drawn at the right: predict (blue), project (orange), diffuse (grey), "
             "for 40 particles at N = 10."
@@ -234,6 +231,14 @@ def predict_project(s: Settings, src: C.ScoreSource, bounds: tuple[float, float]
             seg = figures.arrow_segments(a, b - a, head=0.2)
             fig.add_scatter(x=seg[:, 0], y=seg[:, 1], mode="lines", name=name, line={"color": color})
         st.plotly_chart(fig, theme=None, key="pp_view")
+        rms = [
+            float(np.sqrt(((b - a) ** 2).sum(1).mean())) for a, b in ((x, pred), (pred, proj), (proj, nxt))
+        ]
+        st.caption(
+            f"RMS move sizes: predict {rms[0]:.3f}, project {rms[1]:.3f}, diffuse {rms[2]:.3f} "
+            f"(projection strength {spec.strength:g}): at this strength the projection barely "
+            "moves the sample."
+        )
 
 
 def diagnostic(s: Settings) -> None:
