@@ -16,7 +16,6 @@ from collections.abc import Callable
 import numpy as np
 import ot
 import torch
-from scipy import linalg
 from scipy.spatial import cKDTree
 from scipy.special import digamma, gammaln
 
@@ -94,12 +93,12 @@ def exact_w2(x: ArrayLike, y: ArrayLike, num_itermax: int | None = None) -> floa
 def frechet_distance(mu1: ArrayLike, cov1: ArrayLike, mu2: ArrayLike, cov2: ArrayLike) -> float:
     """``|mu1 - mu2|^2 + tr(C1 + C2 - 2 (C1 C2)^{1/2})`` (the FID formula; squared Bures-W2)."""
     m1, m2, c1, c2 = _np(mu1), _np(mu2), _np(cov1), _np(cov2)
-    covmean, _ = linalg.sqrtm(c1 @ c2, disp=False)
-    if not np.all(np.isfinite(covmean)):
-        eps = 1e-6 * np.eye(c1.shape[0])
-        covmean = linalg.sqrtm((c1 + eps) @ (c2 + eps))
-    covmean = np.real(covmean)
-    return float(np.sum((m1 - m2) ** 2) + np.trace(c1) + np.trace(c2) - 2 * np.trace(covmean))
+    # tr (C1 C2)^{1/2} = sum sqrt(eig(C1^{1/2} C2 C1^{1/2})): symmetric PSD, no general sqrtm needed
+    w, v = np.linalg.eigh((c1 + c1.T) / 2)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    mid = root1 @ c2 @ root1
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh((mid + mid.T) / 2), 0, None)).sum()
+    return float(np.sum((m1 - m2) ** 2) + np.trace(c1) + np.trace(c2) - 2 * cross)
 
 
 def frechet_from_features(f1: ArrayLike, f2: ArrayLike) -> float:
