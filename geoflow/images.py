@@ -19,6 +19,7 @@ between training images and the test split is the floor.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -191,15 +192,27 @@ def image_unet_config(name: str) -> UNetConfig:
     return UNetConfig(in_ch=c, image_size=h, base_ch=12, ch_mult=(1, 2, 4), groups=4)
 
 
-def make_image_score_model(name: str, sde: SDE) -> ScoreModel:
+def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """Build a module with its default initialisation drawn from ``seed``.
+
+    torch's layer constructors draw from the global generator; ``fork_rng`` confines the seeding to
+    this call and restores the caller's global state afterwards.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def make_image_score_model(name: str, sde: SDE, seed: int = 0) -> ScoreModel:
     """A fresh (untrained) eps-prediction score model for an image set.
 
     ``data_std`` is the pixel standard deviation of the training split; ``meta`` records the set's
-    name and image shape.
+    name and image shape; ``seed`` fixes the initial weights.
     """
     x, _ = load_image_set(name, "train")
     meta = {"data": name, "shape": list(image_shape(name))}
-    return ScoreModel(UNet(image_unet_config(name)), sde, data_std=float(x.std()), meta=meta)
+    net = _seeded(lambda: UNet(image_unet_config(name)), seed)
+    return ScoreModel(net, sde, data_std=float(x.std()), meta=meta)
 
 
 def train_image_score(
@@ -213,10 +226,13 @@ def train_image_score(
 
     Uses :func:`geoflow.train.train_score` (CPU by default, ``cfg.device="cuda"`` on a GPU).
 
+    ``cfg.seed`` fixes both the initial weights and the minibatch/noise draws, so a run is
+    reproducible.
+
     Returns:
         the trained model (on the CPU, eval mode, EMA weights) and the loop's summary dict.
     """
-    model = make_image_score_model(name, sde)
+    model = make_image_score_model(name, sde, seed=cfg.seed)
     x, _ = load_image_set(name, "train")
     summary = train_score(model, data_fn_from_tensor(x), cfg, progress, should_stop)
     return model, summary
@@ -328,9 +344,8 @@ def train_classifier(
     x, y = load_image_set(name, "train")
     # half the width at 16x16 keeps the cost per image about that of the 8x8 net
     width = 32 if name == "digits" else 16
-    model = Classifier(
-        ClassifierConfig(data=name, in_ch=x.shape[1], n_classes=len(class_names(name)), width=width)
-    )
+    ccfg = ClassifierConfig(data=name, in_ch=x.shape[1], n_classes=len(class_names(name)), width=width)
+    model = _seeded(lambda: Classifier(ccfg), seed)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, ema=0.99, seed=seed, device=device)
     dev = torch.device(device)
     model.to(dev)
@@ -396,6 +411,8 @@ def image_quality(
         raise ValueError(f"samples for {name!r} must have shape (n, {', '.join(map(str, shape))})")
     if samples.shape[0] < 2:
         raise ValueError("need at least 2 samples for a Fréchet distance")
+    if not bool(torch.isfinite(samples).all()):
+        raise ValueError("samples contain NaN or inf")
     if floor_draws < 1:
         raise ValueError(f"floor_draws must be >= 1, got {floor_draws}")
     if classifier.cfg.data != name:
