@@ -9,6 +9,7 @@ the *same* initial noise (fixed by the seed) without retraining anything.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import uuid
@@ -115,6 +116,17 @@ def preset_density(name: str) -> Density:
     return get_density(name)
 
 
+def density_key(name: str) -> str:
+    """A cache key for a density: presets by name, a session's own density by name and a unique id.
+
+    Caches are shared by every session; two sessions may both call their data "my_data".
+    """
+    if not name.startswith(USER_PREFIX):
+        return name
+    dens = resolve_density(name)
+    return f"{name}@{getattr(dens, 'uid', id(dens))}"
+
+
 def resolve_density(name: str) -> Density:
     if name.startswith(USER_PREFIX):
         dens = user_densities().get(name[len(USER_PREFIX) :])
@@ -196,7 +208,11 @@ def score_source(density_name: str, sde_name: str, source: str) -> ScoreSource:
             return ScoreSource(model.score_fn(), model.sde, f"pretrained:{pre}", f"pretrained {pre}", proj)
         if src == "exact" and isinstance(dens, GaussianMixture):
             return ScoreSource(
-                dens.score_fn(sde), sde, f"exact:{density_name}:{sde_name}", "exact score", exact=True
+                dens.score_fn(sde),
+                sde,
+                f"exact:{density_key(density_name)}:{sde_name}",
+                "exact score",
+                exact=True,
             )
     have = []
     if isinstance(dens, GaussianMixture):
@@ -293,6 +309,17 @@ def forward_path(x0: torch.Tensor, sde: SDE, n_steps: int, g: torch.Generator) -
     return torch.stack(out)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def noising(
+    density_name: str, key: str, sde_json: str, seed: int, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Data x_0 and its simulated forward path (cached by ``key``: a toggle or step change reuses it)."""
+    from geoflow.sde import sde_from_config
+
+    x0 = resolve_density(density_name).sample(n, generator(seed, 0))
+    return x0, forward_path(x0, sde_from_config(json.loads(sde_json)), FWD_STEPS, generator(seed, 1))
+
+
 def reverse_grid(spec: RunSpec, sde: SDE) -> torch.Tensor:
     info = get_sampler(spec.sampler_name)
     spacing = info.spacing if spec.spacing == "default" else spec.spacing
@@ -371,8 +398,9 @@ def compute_trajectory(spec: RunSpec, _src: ScoreSource) -> Trajectory:
     spec.validate()
     density = resolve_density(spec.density)
     sde = _src.sde
-    x0 = density.sample(spec.n, generator(spec.seed, 0))
-    fwd = forward_path(x0, sde, FWD_STEPS, generator(spec.seed, 1))
+    x0, fwd = noising(
+        spec.density, density_key(spec.density), json.dumps(sde.config(), sort_keys=True), spec.seed, spec.n
+    )
     x_T = fwd[-1].clone()
     xs, x0s, times, nfe, moves, error = run_sampler(spec, _src, density, x_T)
     # forward frames at the times the reverse run visits (mirror image), nearest fine-grid step
@@ -608,7 +636,7 @@ def jko_overlay(spec: RunSpec, src: ScoreSource, traj: Trajectory) -> tuple[figu
     if src.sde.name != "vp":
         return None, "JKO path: computed for the VP SDE only (its time change s = int beta)."
     try:
-        kf_t, kf_x = _jko_path(spec.density, spec.seed, min(spec.n, JKO_PARTICLES))
+        kf_t, kf_x = _jko_path(spec.density, density_key(spec.density), spec.seed, min(spec.n, JKO_PARTICLES))
     except (ValueError, RuntimeError) as e:
         return None, f"JKO path unavailable: {e}"
     idx = np.abs(traj.times[:, None] - kf_t[None, :]).argmin(1)
@@ -629,7 +657,7 @@ JKO_KEYFRAMES = 21
 
 
 @st.cache_data(max_entries=16, show_spinner="JKO scheme (once per density and seed) ...")
-def _jko_path(density_name: str, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _jko_path(density_name: str, key: str, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The JKO path's keyframe times and particles (at most ``JKO_SHOWN`` of them drawn).
 
     Presets use ``wgf.preset_jko_path`` (the mixtures are shipped precomputed, so instant); other

@@ -48,13 +48,17 @@ def serialise(fig: figures.AnimatedFigure) -> str:
     return pio.to_json(fig.to_dict(), validate=False)
 
 
-def rerun_ms(spec: C.RunSpec, src: C.ScoreSource) -> tuple[float, int]:
-    """Server time of one rerun after a settings change: trajectory + figure + JSON (ms), frames."""
-    t0 = time.perf_counter()
+def rerun_ms(spec: C.RunSpec, src: C.ScoreSource) -> tuple[float, float, int]:
+    """One rerun after a settings change: trajectory + figure + JSON; (wall ms, CPU ms, frames).
+
+    CPU time (this process, one torch thread) is reported beside wall time because other jobs share
+    this machine: under contention the wall time measures the queue, the CPU time the work.
+    """
+    t0, c0 = time.perf_counter(), time.process_time()
     traj = C.compute_trajectory(spec, src)
     fig = C.flow_figure(spec, src, traj)
     serialise(fig)
-    return 1000 * (time.perf_counter() - t0), traj.paths.shape[0]
+    return 1000 * (time.perf_counter() - t0), 1000 * (time.process_time() - c0), traj.paths.shape[0]
 
 
 def time_changes(repeats: int) -> tuple[list[list[object]], str]:
@@ -67,12 +71,14 @@ def time_changes(repeats: int) -> tuple[list[list[object]], str]:
         ("step change (N=100 -> 99, EM)", replace(base, steps=99)),
         ("step change (N=100 -> 99, predict-project)", replace(base, steps=99, projection=True)),
     ):
-        times = []
+        walls, cpus = [], []
         for _ in range(repeats):
-            ms, frames = rerun_ms(spec, src)
-            times.append(ms)
-        med = statistics.median(times)
-        rows.append([label, frames, med, min(times), max(times), "yes" if med <= TARGET_MS else "NO"])
+            ms, cpu, frames = rerun_ms(spec, src)
+            walls.append(ms)
+            cpus.append(cpu)
+        med, cpu = statistics.median(walls), statistics.median(cpus)
+        ok = "yes" if med <= TARGET_MS else ("CPU only" if cpu <= TARGET_MS else "NO")
+        rows.append([label, frames, med, min(walls), max(walls), cpu, ok])
     return rows, src.label
 
 
@@ -181,7 +187,9 @@ def main(argv: list[str] | None = None) -> None:
             "**Server time of a settings change on the Flows page** (new trajectory of 1000 "
             "particles, forward "
             f"path + sampler, figure, JSON; median of {args.repeats}; target <= {TARGET_MS:.0f} ms)",
-            md_table(["change", "frames", "median ms", "min ms", "max ms", "target met"], rows),
+            md_table(
+                ["change", "frames", "median ms", "min ms", "max ms", "median CPU ms", "target met"], rows
+            ),
             f"**Figure JSON** (float32 base64 arrays; target < {TARGET_MB:.0f} MB)",
             md_table(["figure", "frames", "particles", "MB", "target met"], size_rows),
             "**Cold start** (`streamlit run` to the first chart's points in headless chromium; target "

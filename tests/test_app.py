@@ -353,6 +353,27 @@ def test_generator_density_then_used_on_flows():
     assert "exact score" in spec["layout"]["title"]["text"]  # a point cloud is a kernel mixture
 
 
+def test_two_sessions_with_the_same_density_name_do_not_share_cached_runs():
+    """Caches are process-wide: a session's own 'my_data' must never serve another session's data."""
+
+    def session(center: float) -> np.ndarray:
+        at = run_page("train", data_source="type")
+        pts = np.random.default_rng(0).normal(size=(30, 2)) * 0.1 + center
+        at.text_area(key="points_text").set_value("\n".join(f"{a},{b}" for a, b in pts))
+        at.button(key="text_go").click().run()
+        at.switch_page("views/flows.py")
+        at.session_state["density"] = "mine: my_data"
+        at.session_state["steps"] = 3
+        at.session_state["n"] = 60
+        at.run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        (spec,) = [s for s in specs(at) if "sliders" in s["layout"]]
+        return particles_at(spec, 0)
+
+    a, b = session(-2.0), session(2.0)
+    assert abs(a.mean(0)[0] + 2.0) < 0.5 and abs(b.mean(0)[0] - 2.0) < 0.5
+
+
 def test_training_job_runs_stops_and_exports(tmp_path):
     if str(ROOT / "app") not in sys.path:
         sys.path.insert(0, str(ROOT / "app"))

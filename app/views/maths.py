@@ -117,7 +117,7 @@ def theorem1(s: Settings, traj: C.Trajectory, colors: list[str], bounds: tuple[f
         st.markdown(
             "The free energy KL(mu_t || pi) falls along the forward flow; the arrows are the velocity v_t."
         )
-        fe = _free_energy_curve(s.run.density)
+        fe = _free_energy_curve(s.run.density, C.density_key(s.run.density))
         if fe is not None:
             fig = figures.line_chart(
                 fe[0],
@@ -153,7 +153,7 @@ def theorem1(s: Settings, traj: C.Trajectory, colors: list[str], bounds: tuple[f
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _free_energy_curve(density_name: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _free_energy_curve(density_name: str, key: str) -> tuple[np.ndarray, np.ndarray] | None:
     from geoflow import wgf
     from geoflow.sde import make_sde
 

@@ -39,6 +39,7 @@ def drawn_points(selection: dict, seed: int) -> np.ndarray:
 
 def add_density(name: str, points: np.ndarray) -> None:
     dens = PointCloud(points, name=name)
+    dens.uid = C.new_id()  # cache keys tell this session's "my_data" from another session's
     C.user_densities()[name] = dens
     st.session_state["train_density"] = name
     if dens.message:
