@@ -177,6 +177,16 @@ def refine_kl_floors(results: list[dict]) -> None:
                 r["floor"], r["floor_se"] = float(np.mean(vals)), float(np.std(vals) / math.sqrt(len(vals)))
 
 
+def gain(base: dict, new: dict) -> str:
+    """``excess(base) / excess(new)`` (excess = distance - floor), honest about rows at the floor."""
+    eb, en = base["mean"] - base["floor"], new["mean"] - new["floor"]
+    if eb <= noise(base):
+        return "n/a (baseline within noise of floor)"
+    if en <= noise(new):
+        return f">= {eb / max(noise(new), 1e-12):.1f}x (at floor)"
+    return f"{eb / en:.2f}x"
+
+
 def noise(r: dict) -> float:
     """Two standard errors of a row's distance above floor (seed spread and floor uncertainty)."""
     return 2.0 * math.sqrt(r["std"] ** 2 / max(r["seeds"], 1) + r.get("floor_se", 0.0) ** 2)
@@ -401,7 +411,7 @@ def summaries(results: list[dict]) -> tuple[str, dict]:
         def ex(r: dict | None, floor: float = floor) -> float:
             return r["mean"] - floor if r is not None else float("nan")
 
-        for n in (20, 40, 100):
+        for n in (10, 20, 40, 100):
             em_weak = _fixed(rows, "euler_maruyama (no final denoise)", n, None)
             em = _fixed(rows, "euler_maruyama", n, None)
             em2 = _fixed(rows, "euler_maruyama (NFE-matched 2N)", 2 * n, None)
@@ -417,7 +427,7 @@ def summaries(results: list[dict]) -> tuple[str, dict]:
                             n,
                             fmt(em_weak),
                             fmt(pw, True),
-                            f"{ex(em_weak) / max(ex(pw), 1e-9):.2f}x",
+                            gain(em_weak, pw),
                         ]
                     )
                 if em and ps:
@@ -430,8 +440,8 @@ def summaries(results: list[dict]) -> tuple[str, dict]:
                             fmt(em),
                             fmt(em2),
                             fmt(ps, True),
-                            f"{ex(em) / max(ex(ps), 1e-9):.2f}x",
-                            f"{ex(em2) / max(ex(ps), 1e-9):.2f}x",
+                            gain(em, ps),
+                            gain(em2, ps) if em2 else "-",
                         ]
                     )
         em20 = _fixed(rows, "euler_maruyama", 20, None)
@@ -506,7 +516,6 @@ def default_table(results: list[dict]) -> str:
     rows_out = []
     for data, score in sorted({(r["data"], r["score"]) for r in results}):
         rows = [r for r in results if (r["data"], r["score"]) == (data, score)]
-        floor = rows[0]["floor"]
         kinds = sorted(
             {
                 m[17:-1]
@@ -522,12 +531,11 @@ def default_table(results: list[dict]) -> str:
                 if em is None or pp is None:
                     cells.append("-")
                     continue
-                ratio = (pp["mean"] - floor) / max(em["mean"] - floor, 1e-9)
-                cells.append(f"{pp['mean']:.4g} vs {em['mean']:.4g} ({ratio:.2f})")
+                cells.append(f"{pp['mean']:.4g} vs {em['mean']:.4g} ({gain(em, pp)})")
             rows_out.append([data, score, k, *cells])
     return (
         f"#### At the shipped default dmu = {DEFAULT_STRENGTH:g}: predict-project vs Euler-Maruyama "
-        "at the same N (final denoise on; in parentheses: excess over floor, predict-project / EM)\n\n"
+        "at the same N (final denoise on; gain = EM excess / predict-project excess)\n\n"
         + md_table(["data", "score", "T", *[f"N={n}" for n in SWEEP_N]], rows_out)
     )
 
