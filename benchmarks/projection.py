@@ -210,6 +210,8 @@ def methods(
     for name in BASELINES:
         # N = 1000 is the reference: Euler-Maruyama only (CPU time), the others up to N = 100
         out.append((name, name, {}, (None,), n_all if name == "euler_maruyama" else sweep))
+    for name in ("ode_heun", "dpm_solver_pp_2m"):  # the time grid matters as much as the solver
+        out.append((f"{name} (quadratic grid)", name, {"spacing": "quadratic"}, (None,), sweep))
     out.append(
         ("euler_maruyama (no final denoise)", "euler_maruyama", {"final_denoise": False}, (None,), sweep)
     )
@@ -263,6 +265,7 @@ def _run_rows(
     }
     kw = dict(kw)
     is_ve = kw.pop("ve", False)
+    spacing = kw.pop("spacing", SAMPLERS[sampler].spacing)
     vp = VPSDE()
     sde = VESDE() if is_ve else vp
     sf = case.ve_score_fn if is_ve else case.score_fn
@@ -274,7 +277,7 @@ def _run_rows(
             opts = dict(kw)
             if strength is not None:
                 opts["strength"] = strength
-            ts = sde.time_grid(n_steps, SAMPLERS[sampler].spacing)
+            ts = sde.time_grid(n_steps, spacing)
             vals, t0 = [], time.perf_counter()
             for seed in case.seeds:
                 # the same initial noise and Brownian seed for every method
