@@ -47,7 +47,7 @@ SWEEP_N = (10, 20, 40, 100)  # strengths are swept here; N = 1000 runs the defau
 DMU_GRID = (0.5, 1.0, 2.0, 4.0)
 ANCESTRAL_GRID = (0.25, 0.5, 1.0)
 LANGEVIN_GRID = (0.05, 0.1, 0.2, 0.4)
-TOYS = ("three_component", "eight_gaussians", "two_moons", "swiss_roll")
+TOYS = ("three_component", "eight_gaussians", "checkerboard", "circles")
 IMAGES = ("digits", "shapes")
 BASELINES = (
     "euler_maruyama",
@@ -232,6 +232,8 @@ def methods(
                     sweep,
                 )
             )
+        if case.medium:  # CPU time: the variants that lost with the exact score are not rerun
+            continue
         out.append(
             (
                 f"predict_project_ancestral [{kind}]",
