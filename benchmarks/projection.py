@@ -613,12 +613,9 @@ def plot(results: list[dict]) -> None:
 
 
 # --------------------------------------------------------------------------- projection networks
-def train_cli(
-    source: str, name: str, mode: str, out: Path, steps: int, n_steps: int = 20, batch_size: int = 512
-) -> tuple[list[str], float]:
-    """Run ``geoflow train-projection`` (the command recorded in the manifest); returns (argv, seconds)."""
-    from geoflow.cli import main as cli_main
-
+def _train_argv(
+    source: str, name: str, mode: str, out: Path, steps: int, n_steps: int, batch_size: int
+) -> list[str]:
     argv = [
         "train-projection",
         f"--{source}",
@@ -635,6 +632,16 @@ def train_cli(
     if mode == "fixed_N":
         argv += ["--n-steps", str(n_steps)]
     argv += ["--seed", "0", "--out", str(out)]
+    return argv
+
+
+def train_cli(
+    source: str, name: str, mode: str, out: Path, steps: int, n_steps: int = 20, batch_size: int = 512
+) -> tuple[list[str], float]:
+    """Run ``geoflow train-projection`` (the command recorded in the manifest); returns (argv, seconds)."""
+    from geoflow.cli import main as cli_main
+
+    argv = _train_argv(source, name, mode, out, steps, n_steps, batch_size)
     t0 = time.perf_counter()
     if cli_main(argv) != 0:
         raise SystemExit(f"train-projection failed for {name}")
@@ -687,12 +694,31 @@ def compare_modes(name: str, steps: int, n: int, seeds: tuple[int, ...], results
     _run_rows(case, "euler_maruyama", "euler_maruyama", {}, (None,), (10, 20, 40), results)
 
 
-def ship(source: str, name: str, mode: str, steps: int, batch_size: int = 512) -> None:
+def ship(
+    source: str, name: str, mode: str, steps: int, batch_size: int = 512, existing: bool = False
+) -> None:
     """Train and ship ``pretrained/<name>-vp-proj.safetensors`` with its manifest entry."""
     from geoflow.checkpoints import PRETRAINED_DIR, sha256, write_manifest_entry
 
     out = PRETRAINED_DIR / f"{name}-vp-proj.safetensors"
-    argv, secs = train_cli(source, name, mode, out, steps, batch_size=batch_size)
+    if existing:  # the file was trained by this same command already: only (re)write its manifest entry
+        from geoflow.checkpoints import read_config
+
+        argv = _train_argv(source, name, mode, out, steps, 20, batch_size)
+        secs = float(read_config(out)["extra"]["train"]["seconds"])
+    else:
+        argv, secs = train_cli(source, name, mode, out, steps, batch_size=batch_size)
+    cmd = "geoflow " + " ".join(argv).replace(str(PRETRAINED_DIR), "pretrained")
+    # a first entry, so that the evaluation below loads the file through the manifest (sha256 checked)
+    entry = {
+        "kind": "projection",
+        "file": out.name,
+        "sha256": sha256(out),
+        "command": cmd,
+        "quality": {},
+        "floor": {},
+    }
+    write_manifest_entry(f"{name}-vp-proj", entry)
     case = toy_case(name, "model", 10_000, (0,)) if source == "density" else image_case(name, 1000, (0,))
     assert case is not None and "learned" in case.projections, "the shipped projection did not load"
     quality: dict = {
@@ -710,7 +736,6 @@ def ship(source: str, name: str, mode: str, steps: int, batch_size: int = 512) -
     ):
         y = sample(sampler, case.score_fn, vp, x, ts, generator=torch.Generator().manual_seed(10_000), **opts)
         quality[label] = round(case.quality(y.float(), 0), 5)
-    cmd = "geoflow " + " ".join(argv).replace(str(PRETRAINED_DIR), "pretrained")
     entry = {
         "kind": "projection",
         "file": out.name,
@@ -737,6 +762,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare-modes", default=None, help="toy: train T random_dt vs fixed_N=20 and compare")
     ap.add_argument("--ship", default=None, help="comma-separated data sets: train + ship <name>-vp-proj")
     ap.add_argument("--ship-mode", default="random_dt")
+    ap.add_argument(
+        "--ship-existing", action="store_true", help="skip training, (re)write the manifest entry"
+    )
     ap.add_argument("--train-steps", type=int, default=3000)
     ap.add_argument("--batch-size", type=int, default=512, help="projection training batch size")
     args = ap.parse_args(argv)
