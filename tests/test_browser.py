@@ -147,6 +147,22 @@ def test_flows_page_draws_and_redraws(server, page):
     frames = _n_frames(page)
     page.screenshot(path=str(ARTIFACTS / "flows.png"), full_page=True)
 
+    # play runs in the browser: the slider advances and the particles move, with no server round trip
+    pts = ".js-plotly-plot .scatterlayer .trace:last-child .point"
+    before = page.evaluate(
+        f"Array.from(document.querySelectorAll('{pts}')).slice(0, 20).map(e => e.getAttribute('transform'))"
+    )
+    page.locator(".updatemenu-item-text", has_text="Play").first.click()
+    page.wait_for_function(
+        "document.querySelector('.js-plotly-plot')._fullLayout.sliders[0].active > 2",
+        timeout=CHART_TIMEOUT_MS,
+    )
+    after = page.evaluate(
+        f"Array.from(document.querySelectorAll('{pts}')).slice(0, 20).map(e => e.getAttribute('transform'))"
+    )
+    assert before != after
+    page.locator(".updatemenu-item-text", has_text="Pause").first.click()
+
     _slider_left(page, "steps N", 10)  # 20 -> 10 steps (each key press may rerun; wait for the last)
     page.wait_for_function(
         "document.querySelector('.js-plotly-plot').layout.title.text.includes('N=10,')",
