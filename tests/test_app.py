@@ -51,14 +51,14 @@ def frame_labels(spec: dict) -> list[str]:
 def decode(arr: dict | list) -> np.ndarray:
     """A plotly typed array (base64 float32) or a plain list as numpy."""
     if isinstance(arr, dict):
-        assert arr["dtype"] == "f4", arr["dtype"]
-        return np.frombuffer(base64.b64decode(arr["bdata"]), dtype="<f4")
+        return np.frombuffer(base64.b64decode(arr["bdata"]), dtype=np.dtype(arr["dtype"]).newbyteorder("<"))
     return np.asarray(arr, dtype=np.float64)
 
 
 def particles_at(spec: dict, frame: int) -> np.ndarray:
     fr = spec["frames"][frame]
     tr = fr["data"][-1]  # particles are the last trace
+    assert tr["x"]["dtype"] == "f4"  # float32 into plotly (design.md)
     return np.stack([decode(tr["x"]), decode(tr["y"])], 1)
 
 
@@ -205,6 +205,23 @@ def test_flows_absurd_combinations_never_raise():
                 at.run()
                 assert not at.exception, (sde, spacing, name, steps, [e.value for e in at.exception])
                 assert at.get("plotly_chart") or at.error
+
+
+def test_flows_side_charts_w2_and_free_energy():
+    at = run_page(None, steps=4, n=120, side=True)
+    assert not at.error, [e.value for e in at.error]
+    by_title = {s["layout"]["title"]["text"]: s for s in specs(at) if "title" in s["layout"]}
+    w2 = by_title["W2 to the exact marginal"]
+    fe = by_title["free energy KL(mu_t || pi)"]
+    ys = np.concatenate([decode(tr["y"]) for tr in w2["data"]])
+    assert ys.size >= 4 and np.all(np.isfinite(ys)) and np.all(ys >= 0)
+    assert any(sh.get("type") == "line" for sh in w2["layout"].get("shapes", []))  # the floor
+    names = [tr["name"] for tr in fe["data"]]
+    assert "exact marginal" in names  # eight_gaussians is a mixture: its exact free energy is drawn
+    exact = decode(next(tr for tr in fe["data"] if tr["name"] == "exact marginal")["y"])
+    t = decode(next(tr for tr in fe["data"] if tr["name"] == "exact marginal")["x"])
+    order = np.argsort(t)
+    assert np.all(np.diff(exact[order]) <= 1e-6)  # Theorem 1: KL(mu_t || pi) decreases along the flow
 
 
 def test_flows_gif_export_from_memory():
