@@ -248,7 +248,8 @@ def curves(s: Settings, src: C.ScoreSource) -> None:
     else:
         st.info("No shipped projection benchmark results in this build (benchmarks/RESULTS.md).")
     if not st.toggle(
-        "live sweep on this density (N = 5, 10, 20, 40; 1000 particles; 10-60 s once, then cached)", key="sweep"
+        "live sweep on this density (N = 5, 10, 20, 40; 1000 particles; 10-60 s once, then cached)",
+        key="sweep",
     ):
         return
     try:
