@@ -214,8 +214,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         script = BENCH_DIR / f"{suite}.py"
         if not script.exists():
             raise UserError(f"benchmark {suite!r} is missing ({script})")
-        argv = [str(script)] + (["--quick"] if args.quick else [])
-        if args.data:
+        text = script.read_text()
+        argv = [str(script)]
+        # pass only the options a script defines (not every benchmark has a quick mode or --data)
+        if args.quick and '"--quick"' in text:
+            argv.append("--quick")
+        if args.data and '"--data"' in text:
             argv += ["--data", args.data]
         print(f"== benchmark {suite}: {' '.join(argv)}")
         old = sys.argv
