@@ -776,6 +776,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.ship_mode,
                 args.train_steps,
                 args.batch_size,
+                args.ship_existing,
             )
         return 0
     results: list[dict] = []
