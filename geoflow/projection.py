@@ -67,10 +67,13 @@ __all__ = [
 
 PROJECTION_KINDS = ("learned", "tweedie", "exact")
 TRAIN_MODES = ("random_dt", "fixed_N")
-# Placeholder until the benchmark's measurement replaces it (see the module docstring of the benchmark).
+# Default strengths = the one fixed value per sampler that measured best over every data set and N
+# in benchmarks/projection.py (grids: dmu in {0.5, 1, 2, 4}; ancestral {0.25, 0.5, 1}; Langevin
+# {0.05, 0.1, 0.2, 0.4}); see the "projection" section of benchmarks/RESULTS.md.
 DEFAULT_STRENGTH = 1.0
-DEFAULT_ANCESTRAL_STRENGTH = 0.5
-DEFAULT_LANGEVIN_STRENGTH = 0.1
+DEFAULT_ANCESTRAL_STRENGTH = 0.25
+DEFAULT_RENOISE_STRENGTH = 0.5
+DEFAULT_LANGEVIN_STRENGTH = 0.4
 # random_dt training draws N log-uniformly in this range (dt = (T - t_min) / N)
 RANDOM_N_RANGE = (5, 200)
 
@@ -528,7 +531,7 @@ def sample_predict_project_renoise(
 
     so the sample keeps the marginal's spread (no noise after the last step, as the paper).
     """
-    strength = DEFAULT_STRENGTH if strength is None else float(strength)
+    strength = DEFAULT_RENOISE_STRENGTH if strength is None else float(strength)
     if strength < 0:
         raise ValueError(f"projection strength must be >= 0, got {strength}")
     project = _default_projection(project, score_fn, sde)
@@ -664,7 +667,7 @@ DEFAULT_STRENGTHS: dict[str, float] = {
     "predict_project": DEFAULT_STRENGTH,
     "predict_project_ancestral": DEFAULT_ANCESTRAL_STRENGTH,
     "predict_project_langevin": DEFAULT_LANGEVIN_STRENGTH,
-    "predict_project_renoise": DEFAULT_STRENGTH,
+    "predict_project_renoise": DEFAULT_RENOISE_STRENGTH,
 }
 # samplers that take a projection hook T (the Langevin variant projects with the score itself)
 USES_T = ("predict_project", "predict_project_ancestral", "predict_project_renoise")
