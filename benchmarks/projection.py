@@ -667,7 +667,7 @@ def compare_modes(name: str, steps: int, n: int, seeds: tuple[int, ...], results
         results.append(
             {
                 "data": name,
-                "score": case.score,
+                "score": f"{case.score} (T modes)",
                 "method": f"train seconds [{label}]",
                 "N": 0,
                 "nfe": 0,
@@ -815,6 +815,9 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         print("no results")
         return 1
+    for r in results:  # training times belong to the training-mode comparison, not the model's own grid
+        if r["method"].startswith("train seconds") and "(T modes)" not in r["score"]:
+            r["score"] += " (T modes)"
     refine_kl_floors(results)
     summary, _ = summaries(results)
     fixed_pp = best_fixed_strength(results, "predict_project [", DMU_GRID)
