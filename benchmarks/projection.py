@@ -376,8 +376,9 @@ def report(results: list[dict], command: str) -> str:
     parts = []
     for data, score in cases:
         rows = [r for r in results if (r["data"], r["score"]) == (data, score)]
-        floor, metric = rows[0]["floor"], rows[0]["metric"]
-        fse = rows[0].get("floor_se")
+        first = next(r for r in rows if r["metric"] != "s")  # not a training-time row
+        floor, metric = first["floor"], first["metric"]
+        fse = first.get("floor_se")
         ns = sorted({r["N"] for r in rows if r["method"] == "euler_maruyama"})
         methods_ = [m for m in dict.fromkeys(r["method"] for r in rows) if not m.startswith("train seconds")]
         trained = [
@@ -395,7 +396,7 @@ def report(results: list[dict], command: str) -> str:
         parts.append(
             f"### {data}, score: {score} — {metric}, floor {floor:.4g}"
             + (f" ± {fse:.2g} (s.e., {FLOOR_SEEDS} true samples)" if fse else "")
-            + f" (seeds per method: {rows[0]['seeds']}; ± is the spread over seeds)\n\n"
+            + f" (seeds per method: {first['seeds']}; ± is the spread over seeds)\n\n"
             "Best strength per N from the grid shown in parentheses; [NFE].\n\n"
             + (f"Training time of T ({', '.join(trained)}).\n\n" if trained else "")
             + md_table(["method", *[f"N={n}" for n in ns]], table)
@@ -410,7 +411,7 @@ def summaries(results: list[dict]) -> tuple[str, dict]:
     facts: dict = {}
     for data, score in cases:
         rows = [r for r in results if (r["data"], r["score"]) == (data, score)]
-        floor = rows[0]["floor"]
+        floor = next(r for r in rows if r["metric"] != "s")["floor"]
         kinds = sorted({m.split("[")[1].split("]")[0] for m in (r["method"] for r in rows) if "[" in m})
 
         def ex(r: dict | None, floor: float = floor) -> float:
