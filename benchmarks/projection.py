@@ -206,6 +206,8 @@ def methods(
     if case.light:  # images on a shared CPU (about 1 s per NFE): a smaller grid, said so in the report
         n_all, sweep = (10, 20), (10, 20)
         dmu, anc, lang, ren, dmu_weak = (1.0, 2.0, 4.0), (0.5,), (0.1, 0.2), (2.0,), (2.0,)
+    if case.light:
+        return light_methods(case)
     out: list = []
     for name in BASELINES:
         # N = 1000 is the reference: Euler-Maruyama only (CPU time), the others up to N = 100
@@ -320,6 +322,32 @@ def _run_rows(
                 f"-> {row['mean']:.4g} ({time.perf_counter() - t0:.1f}s)",
                 flush=True,
             )
+
+
+def light_methods(case: Case) -> list:
+    """The image grid, sized for a shared CPU (about 1.5 s per NFE for 1000 digits): N = 10 and 20."""
+    both, n20 = (10, 20), (20,)
+    out: list = [
+        ("euler_maruyama", "euler_maruyama", {}, (None,), both),
+        ("euler_maruyama (no final denoise)", "euler_maruyama", {"final_denoise": False}, (None,), n20),
+        ("euler_maruyama (NFE-matched 2N)", "euler_maruyama", {}, (None,), (40,)),
+        ("ddim_eta1", "ddim_eta1", {}, (None,), n20),
+        ("dpm_solver_pp_2m", "dpm_solver_pp_2m", {}, (None,), both),
+        ("ode_heun (quadratic grid)", "ode_heun", {"spacing": "quadratic"}, (None,), both),
+    ]
+    for kind, proj in case.projections.items():
+        out.append((f"predict_project [{kind}]", "predict_project", {"project": proj}, (1.0, 2.0), both))
+        out.append(
+            (
+                f"predict_project [{kind}] (no final denoise)",
+                "predict_project",
+                {"project": proj, "final_denoise": False},
+                (1.0,),
+                n20,
+            )
+        )
+    out.append(("predict_project_langevin", "predict_project_langevin", {}, (0.4,), both))
+    return out
 
 
 def run_case(case: Case, quick: bool, results: list[dict], save: Callable[[], None] = lambda: None) -> None:
