@@ -336,7 +336,7 @@ def light_methods(case: Case) -> list:
         ("ode_heun (quadratic grid)", "ode_heun", {"spacing": "quadratic"}, (None,), both),
     ]
     for kind, proj in case.projections.items():
-        out.append((f"predict_project [{kind}]", "predict_project", {"project": proj}, (1.0, 2.0), both))
+        out.append((f"predict_project [{kind}]", "predict_project", {"project": proj}, (1.0,), both))
         out.append(
             (
                 f"predict_project [{kind}] (no final denoise)",
