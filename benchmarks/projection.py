@@ -687,6 +687,7 @@ def plot(results: list[dict]) -> None:
     ]
     names = list(dict.fromkeys(r["method"] for r in results if "NFE-matched" not in r["method"]))
     color = {m: palette[i % len(palette)] for i, m in enumerate(names)}
+    shown: set[str] = set()  # one legend entry per method, wherever it first appears
     for i, (data, score) in enumerate(cases):
         rows = [r for r in results if (r["data"], r["score"]) == (data, score)]
         rr, cc = i // cols + 1, i % cols + 1
@@ -702,13 +703,14 @@ def plot(results: list[dict]) -> None:
                     mode="lines+markers",
                     name=m,
                     legendgroup=m,
-                    showlegend=i == 0,
+                    showlegend=m not in shown,
                     line={"color": color[m], "width": 1.5},
                     marker={"size": 4},
                 ),
                 row=rr,
                 col=cc,
             )
+            shown.add(m)
         fl = rows[0]["floor"]
         fig.add_hline(y=max(fl, 1e-4), line_dash="dash", line_color="black", row=rr, col=cc)
         fig.update_xaxes(type="log", title_text="NFE", row=rr, col=cc)
