@@ -95,8 +95,10 @@ reduced grid, see its table. CPU-limited: what was not run is listed at the end.
    floor 0.011); DPM-Solver++(2M) at N = 10 does not (0.097 quadratic / 0.19 log-SNR grid on
    eight_gaussians). The time grid matters as much as the solver: Heun on the log-SNR grid gives 0.045.
    With the trained three_component score network Heun/DPM on the quadratic grid at N = 10 (0.056 /
-   0.075) are 2-3x EM at N = 1000 (0.028): not within 1.25x. On digits EM at N = 1000 was not run (CPU);
-   the best N = 10 sampler measured there is DPM-Solver++(2M) (11.1 vs a floor of 1.27): no claim.
+   0.075) are 2-3x EM at N = 1000 (0.028): not within 1.25x. On digits EM at N = 1000 was not run
+   here; the digits-vp manifest entry (another run, same model and
+   classifier) gives 6.18 (floor 1.27), and the best N = 10 sampler measured here, DPM-Solver++(2M), is
+   at 11.1: about 2x EM's excess, not within 1.25x.
 7. **Default strength**: dmu = 1 is the single value of the grid {0.5, 1, 2, 4} that measured best
    over all data sets and N, and is the shipped `DEFAULT_STRENGTH`. At dmu = 1 predict-project is within
    noise of or better than EM at the same N with the exact score and on digits (1.00-1.15x), **but not
