@@ -94,6 +94,8 @@ def _load_score(args: argparse.Namespace, sde_name: str) -> tuple[Callable, Scor
     choice = args.score
     if not _is_image_data(args):
         load_density(args.density)  # unknown names fail here, listing the valid ones
+    elif args.data not in _images().IMAGE_SETS:
+        raise UserError(f"unknown image set {args.data!r}; valid: {', '.join(_images().IMAGE_SETS)}")
     if _is_image_data(args):
         default = f"{args.data}-{sde_name}"
     else:
@@ -141,7 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             g = torch.Generator().manual_seed(args.seed + 10_000)
             data_std = float(dens.sample(10_000, g).std())
             model = make_score_model_2d(
-                sde, data_std, width=args.width, depth=args.depth, meta={"data": dens.name}
+                sde, data_std, width=args.width, depth=args.depth, meta={"data": dens.name}, seed=args.seed
             )
             summary = train_score(model, lambda n, gen: dens.sample(n, gen), cfg, progress=update)
     finally:
@@ -180,8 +182,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
         from geoflow.cli_projection import resolve_projection
 
         target = model if model is not None else load_density(args.density)
-        proj, strength = resolve_projection(args.projection, args.strength, target, sde, args.projection_file)
-        kwargs.update(project=proj, strength=strength)
+        proj, strength = resolve_projection(
+            args.projection, args.strength, target, sde, args.projection_file, sampler=args.sampler
+        )
+        kwargs["strength"] = strength
+        if proj is not None:  # the Langevin variant takes no projection network
+            kwargs["project"] = proj
         print(f"projection: {args.projection or 'default'}, strength {strength}")
     print(
         f"sampler {args.sampler}, N={args.steps} steps, {spacing} time grid from t={float(ts[0]):g} "

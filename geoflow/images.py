@@ -19,7 +19,6 @@ between training images and the test split is the floor.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 from torch import nn
 
 from geoflow.metrics import frechet_from_features
-from geoflow.nets import UNet, UNetConfig
+from geoflow.nets import UNet, UNetConfig, seeded_init
 from geoflow.score import ScoreModel
 from geoflow.sde import SDE
 from geoflow.train import Progress, StopFlag, TrainConfig, data_fn_from_tensor, optimise, train_score
@@ -192,17 +191,6 @@ def image_unet_config(name: str) -> UNetConfig:
     return UNetConfig(in_ch=c, image_size=h, base_ch=12, ch_mult=(1, 2, 4), groups=4)
 
 
-def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
-    """Build a module with its default initialisation drawn from ``seed``.
-
-    torch's layer constructors draw from the global generator; ``fork_rng`` confines the seeding to
-    this call and restores the caller's global state afterwards.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build()
-
-
 def make_image_score_model(name: str, sde: SDE, seed: int = 0) -> ScoreModel:
     """A fresh (untrained) eps-prediction score model for an image set.
 
@@ -211,7 +199,7 @@ def make_image_score_model(name: str, sde: SDE, seed: int = 0) -> ScoreModel:
     """
     x, _ = load_image_set(name, "train")
     meta = {"data": name, "shape": list(image_shape(name))}
-    net = _seeded(lambda: UNet(image_unet_config(name)), seed)
+    net = seeded_init(lambda: UNet(image_unet_config(name)), seed)
     return ScoreModel(net, sde, data_std=float(x.std()), meta=meta)
 
 
@@ -345,7 +333,7 @@ def train_classifier(
     # half the width at 16x16 keeps the cost per image about that of the 8x8 net
     width = 32 if name == "digits" else 16
     ccfg = ClassifierConfig(data=name, in_ch=x.shape[1], n_classes=len(class_names(name)), width=width)
-    model = _seeded(lambda: Classifier(ccfg), seed)
+    model = seeded_init(lambda: Classifier(ccfg), seed)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, ema=0.99, seed=seed, device=device)
     dev = torch.device(device)
     model.to(dev)

@@ -7,6 +7,7 @@ sinusoidal features of t in [0, 1].
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -55,6 +56,17 @@ class MLP(nn.Module):
 
 
 NET_KINDS: dict[str, tuple[type, type]] = {"mlp": (MLPConfig, MLP)}
+
+
+def seeded_init(build: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """Build a module with its default initialisation drawn from ``seed``.
+
+    torch's layer constructors draw from the global generator; ``fork_rng`` confines the seeding to
+    this call and restores the caller's global state afterwards.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
 
 
 def build_net(cfg_dict: dict) -> nn.Module:

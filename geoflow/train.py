@@ -15,7 +15,7 @@ from numbers import Integral
 import torch
 from torch import nn
 
-from geoflow.nets import MLP, MLPConfig
+from geoflow.nets import MLP, MLPConfig, seeded_init
 from geoflow.score import ScoreModel
 from geoflow.sde import SDE, append_dims
 
@@ -58,10 +58,20 @@ def data_fn_from_tensor(data: torch.Tensor) -> DataFn:
 
 
 def make_score_model_2d(
-    sde: SDE, data_std: float = 1.0, width: int = 128, depth: int = 3, meta: dict | None = None
+    sde: SDE,
+    data_std: float = 1.0,
+    width: int = 128,
+    depth: int = 3,
+    meta: dict | None = None,
+    seed: int | None = None,
 ) -> ScoreModel:
-    """A fresh 2-D score model: MLP ``depth x width`` with a sinusoidal time embedding."""
-    return ScoreModel(MLP(MLPConfig(dim=2, width=width, depth=depth)), sde, data_std, meta)
+    """A fresh 2-D score model: MLP ``depth x width`` with a sinusoidal time embedding.
+
+    With ``seed``, the initial weights are drawn from it (the global RNG state is left alone).
+    """
+    cfg = MLPConfig(dim=2, width=width, depth=depth)
+    net = MLP(cfg) if seed is None else seeded_init(lambda: MLP(cfg), seed)
+    return ScoreModel(net, sde, data_std, meta)
 
 
 def optimise(
