@@ -26,7 +26,7 @@ from geoflow.sde import SDE_NAMES, SPACINGS, make_sde
 from geoflow.train import TrainConfig, make_score_model_2d, train_score
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
-BENCH_SUITES = ("samplers", "projection", "wgf", "app")
+BENCH_SUITES = ("samplers", "training", "projection", "wgf", "app")
 PLUGINS = ("geoflow.cli_flow", "geoflow.cli_projection")
 
 
