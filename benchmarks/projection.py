@@ -36,7 +36,7 @@ from geoflow.checkpoints import load_pretrained, read_manifest  # noqa: E402
 from geoflow.densities import GaussianMixture, get_density  # noqa: E402
 from geoflow.metrics import kl_knn, sliced_w2  # noqa: E402
 from geoflow.projection import DEFAULT_STRENGTH, DEFAULT_STRENGTHS, make_projection  # noqa: E402
-from geoflow.samplers import SAMPLERS, SamplerDiverged, sample  # noqa: E402
+from geoflow.samplers import CORE_SAMPLERS, SAMPLERS, SamplerDiverged, sample  # noqa: E402
 from geoflow.sde import VESDE, VPSDE  # noqa: E402
 
 PNG = Path(__file__).resolve().parent / "projection_quality_vs_nfe.png"
@@ -130,15 +130,7 @@ ANCESTRAL_GRID = (0.25, 0.5, 1.0)
 LANGEVIN_GRID = (0.05, 0.1, 0.2, 0.4)
 TOYS = ("three_component", "eight_gaussians", "checkerboard", "circles")
 IMAGES = ("digits", "shapes")
-BASELINES = (
-    "euler_maruyama",
-    "ode_euler",
-    "ode_heun",
-    "ddim",
-    "ddim_eta1",
-    "dpm_solver_pp_2m",
-    "predictor_corrector",
-)
+BASELINES = tuple(n for n in CORE_SAMPLERS if n != "annealed_langevin")  # VP baselines
 
 
 @dataclass

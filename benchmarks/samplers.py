@@ -52,21 +52,12 @@ from geoflow.checkpoints import (  # noqa: E402
 )
 from geoflow.densities import DENSITY_NAMES, GaussianMixture, get_density  # noqa: E402
 from geoflow.metrics import exact_w2, kl_knn, sliced_w2, summarize  # noqa: E402
-from geoflow.samplers import SAMPLERS, SamplerDiverged, sample  # noqa: E402
+from geoflow.samplers import CORE_SAMPLERS, SAMPLERS, SamplerDiverged, sample  # noqa: E402
 from geoflow.sde import VESDE, VPSDE  # noqa: E402
 from geoflow.train import TrainConfig, make_score_model_2d, train_score  # noqa: E402
 
 N_GRID = (10, 20, 40, 100, 1000)
-CORE = (
-    "euler_maruyama",
-    "ode_euler",
-    "ode_heun",
-    "ddim",
-    "ddim_eta1",
-    "dpm_solver_pp_2m",
-    "predictor_corrector",
-    "annealed_langevin",
-)
+CORE = CORE_SAMPLERS
 QUICK_DATA = ("eight_gaussians", "asymmetric", "two_moons")
 SPEED_DATA = ("eight_gaussians", "asymmetric")
 N_SAMPLES = 10_000  # KL and sliced W2 (method.md section 4: n >= 10000)

@@ -534,6 +534,9 @@ SAMPLERS: dict[str, SamplerInfo] = {
     ),
 }
 
+# the standard samplers (registered above); predict-project variants are added by geoflow.projection
+CORE_SAMPLERS: tuple[str, ...] = tuple(SAMPLERS)
+
 
 def register_sampler(name: str, info: SamplerInfo) -> None:
     """Add a sampler to the registry (used by ``geoflow.projection`` for predict-project)."""

@@ -13,6 +13,7 @@ import torch
 
 from geoflow.densities import get_density
 from geoflow.samplers import (
+    CORE_SAMPLERS,
     SAMPLERS,
     BrownianPath,
     SamplerDiverged,
@@ -37,16 +38,7 @@ def _all_names() -> tuple[str, ...]:
 
 
 NAMES = _all_names()
-CORE = (
-    "euler_maruyama",
-    "ode_euler",
-    "ode_heun",
-    "ddim",
-    "ddim_eta1",
-    "dpm_solver_pp_2m",
-    "predictor_corrector",
-    "annealed_langevin",
-)
+CORE = CORE_SAMPLERS
 DATA_STD = 0.5
 
 
