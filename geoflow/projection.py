@@ -34,12 +34,10 @@ from torch import nn
 
 from geoflow.nets import build_net, net_config
 from geoflow.samplers import (
-    BrownianPath,
     Callback,
     Projection,
     SamplerInfo,
     ScoreFn,
-    _check_inputs,
     _half_g2,
     _Run,
     register_sampler,
@@ -476,12 +474,10 @@ def sample_predict_project_ancestral(
     if strength < 0:
         raise ValueError(f"projection strength must be >= 0, got {strength}")
     project = _default_projection(project, score_fn, sde)
-    ts = _check_inputs(x, ts)
-    run = _Run(score_fn, sde, x, callback)
-    n = ts.numel() - 1
-    path = BrownianPath(x.shape, float(ts[0]), float(ts[-1]), generator, dtype=x.dtype, device=x.device)
-    for i in range(n):
-        t, t_next = float(ts[i]), float(ts[i + 1])
+    run = _Run(score_fn, sde, x, ts, callback)
+    n = run.n
+    path = run.brownian(x, generator)
+    for i, t, t_next in run.steps():
         if final_denoise and i == n - 1:
             return run.final(i, x, t)
         dt = t - t_next
@@ -535,12 +531,10 @@ def sample_predict_project_renoise(
     if strength < 0:
         raise ValueError(f"projection strength must be >= 0, got {strength}")
     project = _default_projection(project, score_fn, sde)
-    ts = _check_inputs(x, ts)
-    run = _Run(score_fn, sde, x, callback)
-    n = ts.numel() - 1
-    path = BrownianPath(x.shape, float(ts[0]), float(ts[-1]), generator, dtype=x.dtype, device=x.device)
-    for i in range(n):
-        t, t_next = float(ts[i]), float(ts[i + 1])
+    run = _Run(score_fn, sde, x, ts, callback)
+    n = run.n
+    path = run.brownian(x, generator)
+    for i, t, t_next in run.steps():
         if final_denoise and i == n - 1:
             return run.final(i, x, t)
         dt = t - t_next
@@ -598,13 +592,11 @@ def sample_predict_project_langevin(
     strength = DEFAULT_LANGEVIN_STRENGTH if strength is None else float(strength)
     if strength < 0:
         raise ValueError(f"projection strength must be >= 0, got {strength}")
-    ts = _check_inputs(x, ts)
-    run = _Run(score_fn, sde, x, callback)
-    n = ts.numel() - 1
-    path = BrownianPath(x.shape, float(ts[0]), float(ts[-1]), generator, dtype=x.dtype, device=x.device)
+    run = _Run(score_fn, sde, x, ts, callback)
+    n = run.n
+    path = run.brownian(x, generator)
     g_proj = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-    for i in range(n):
-        t, t_next = float(ts[i]), float(ts[i + 1])
+    for i, t, t_next in run.steps():
         if final_denoise and i == n - 1:
             return run.final(i, x, t)
         dt = t - t_next

@@ -148,10 +148,24 @@ def _guard(x: torch.Tensor, i: int, t: float, sde: SDE) -> None:
 class _Run:
     """Book-keeping shared by all samplers: NFE count, divergence guard, callback."""
 
-    def __init__(self, score_fn: ScoreFn, sde: SDE, x: torch.Tensor, callback: Callback | None):
+    def __init__(
+        self, score_fn: ScoreFn, sde: SDE, x: torch.Tensor, ts: torch.Tensor, callback: Callback | None
+    ):
         self.score_fn, self.sde, self.callback = score_fn, sde, callback
         self.nfe = 0
-        self.x_shape = x.shape
+        self.ts = _check_inputs(x, ts)
+        self.n = self.ts.numel() - 1
+
+    def steps(self):
+        """``(i, t, t_next)`` for every step of the grid, times as floats."""
+        for i in range(self.n):
+            yield i, float(self.ts[i]), float(self.ts[i + 1])
+
+    def brownian(self, x: torch.Tensor, generator: torch.Generator | None) -> BrownianPath:
+        """The run's Brownian path over the whole grid (draws its seeds from ``generator``)."""
+        return BrownianPath(
+            x.shape, float(self.ts[0]), float(self.ts[-1]), generator, dtype=x.dtype, device=x.device
+        )
 
     def score(self, x: torch.Tensor, t: float) -> torch.Tensor:
         self.nfe += 1
@@ -220,12 +234,10 @@ def sample_euler_maruyama(
     Returns:
         samples, shape of x.
     """
-    ts = _check_inputs(x, ts)
-    run = _Run(score_fn, sde, x, callback)
-    n = ts.numel() - 1
-    path = BrownianPath(x.shape, float(ts[0]), float(ts[-1]), generator, dtype=x.dtype, device=x.device)
-    for i in range(n):
-        t, t_next = float(ts[i]), float(ts[i + 1])
+    run = _Run(score_fn, sde, x, ts, callback)
+    n = run.n
+    path = run.brownian(x, generator)
+    for i, t, t_next in run.steps():
         if final_denoise and i == n - 1:
             return run.final(i, x, t)
         dt = t - t_next
@@ -301,11 +313,9 @@ def _ode(
     final_denoise: bool,
     callback: Callback | None,
 ) -> torch.Tensor:
-    ts = _check_inputs(x, ts)
-    run = _Run(score_fn, sde, x, callback)
-    n = ts.numel() - 1
-    for i in range(n):
-        t, t_next = float(ts[i]), float(ts[i + 1])
+    run = _Run(score_fn, sde, x, ts, callback)
+    n = run.n
+    for i, t, t_next in run.steps():
         if final_denoise and i == n - 1:
             return run.final(i, x, t)
         dt = t - t_next
@@ -341,12 +351,10 @@ def sample_ddim(
     """
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    ts = _check_inputs(x, ts)
-    run = _Run(score_fn, sde, x, callback)
-    n = ts.numel() - 1
-    path = BrownianPath(x.shape, float(ts[0]), float(ts[-1]), generator, dtype=x.dtype, device=x.device)
-    for i in range(n):
-        t, t_next = float(ts[i]), float(ts[i + 1])
+    run = _Run(score_fn, sde, x, ts, callback)
+    n = run.n
+    path = run.brownian(x, generator)
+    for i, t, t_next in run.steps():
         if final_denoise and i == n - 1:
             return run.final(i, x, t)
         a, s = float(sde.alpha(t)), float(sde.sigma(t))
@@ -382,13 +390,11 @@ def sample_dpm_solver_pp_2m(
     ``D = (1 + 1/(2r)) x0_hat - x0_prev / (2r)``, ``r = h_prev / h``, afterwards.
     Deterministic; best with ``spacing="logsnr"``.
     """
-    ts = _check_inputs(x, ts)
-    run = _Run(score_fn, sde, x, callback)
-    n = ts.numel() - 1
+    run = _Run(score_fn, sde, x, ts, callback)
+    n = run.n
     x0_prev: torch.Tensor | None = None
     h_prev = 0.0
-    for i in range(n):
-        t, t_next = float(ts[i]), float(ts[i + 1])
+    for i, t, t_next in run.steps():
         if final_denoise and i == n - 1:
             return run.final(i, x, t)
         a, s = float(sde.alpha(t)), float(sde.sigma(t))
@@ -427,13 +433,11 @@ def sample_predictor_corrector(
     """
     if snr <= 0 or n_corrector < 0:
         raise ValueError(f"need snr > 0 and n_corrector >= 0, got {snr}, {n_corrector}")
-    ts = _check_inputs(x, ts)
-    run = _Run(score_fn, sde, x, callback)
-    n = ts.numel() - 1
-    path = BrownianPath(x.shape, float(ts[0]), float(ts[-1]), generator, dtype=x.dtype, device=x.device)
+    run = _Run(score_fn, sde, x, ts, callback)
+    n = run.n
+    path = run.brownian(x, generator)
     g_corr = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-    for i in range(n):
-        t, t_next = float(ts[i]), float(ts[i + 1])
+    for i, t, t_next in run.steps():
         # correct: Langevin MCMC toward p_t at the current noise level
         for _ in range(n_corrector):
             s = run.score(x, t)
@@ -475,12 +479,10 @@ def sample_annealed_langevin(
     """
     if step_scale <= 0 or n_steps_each < 1:
         raise ValueError(f"need step_scale > 0 and n_steps_each >= 1, got {step_scale}, {n_steps_each}")
-    ts = _check_inputs(x, ts)
-    run = _Run(score_fn, sde, x, callback)
-    n = ts.numel() - 1
+    run = _Run(score_fn, sde, x, ts, callback)
+    n = run.n
     g_noise = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-    for i in range(n):
-        t, t_next = float(ts[i]), float(ts[i + 1])
+    for i, t, t_next in run.steps():
         if final_denoise and i == n - 1:
             return run.final(i, x, t)
         sig = float(sde.sigma(t))
