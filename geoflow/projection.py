@@ -481,13 +481,10 @@ def sample_predict_project_ancestral(
         if final_denoise and i == n - 1:
             return run.final(i, x, t)
         dt = t - t_next
-        b = _half_g2(sde, t)
         a, s = float(sde.alpha(t)), float(sde.sigma(t))
         a2, s2 = float(sde.alpha(t_next)), float(sde.sigma(t_next))
-        sc = run.score(x, t)
-        x0_hat = run.x0(x, sc, t)
         # predict: the Euler step of the reverse drift
-        x_pred = x - (sde.drift(x, t) - 2.0 * b * sc) * dt
+        x_pred, x0_hat = run.predict(x, t, dt)
         # project: the kernel mean a(t') x_0 estimated at the predicted point
         T = project(x_pred, batch_time(t, x), batch_time(t_next, x))
         run.nfe += project.nfe_per_call
@@ -539,10 +536,8 @@ def sample_predict_project_renoise(
             return run.final(i, x, t)
         dt = t - t_next
         b = _half_g2(sde, t)
-        s = run.score(x, t)
-        x0_hat = run.x0(x, s, t)
         # predict
-        x_pred = x - (sde.drift(x, t) - 2.0 * b * s) * dt
+        x_pred, x0_hat = run.predict(x, t, dt)
         # project: the paper's move, a fraction lam of the way to the kernel mean
         T = project(x_pred, batch_time(t, x), batch_time(t_next, x))
         run.nfe += project.nfe_per_call
@@ -601,10 +596,9 @@ def sample_predict_project_langevin(
             return run.final(i, x, t)
         dt = t - t_next
         b = _half_g2(sde, t)
-        s = run.score(x, t)
-        x0_hat = run.x0(x, s, t)
         # predict: a full Euler-Maruyama step
-        x_pred = x - (sde.drift(x, t) - 2.0 * b * s) * dt + math.sqrt(2.0 * b) * path.increment(t_next)
+        x_pred, x0_hat = run.predict(x, t, dt)
+        x_pred = x_pred + math.sqrt(2.0 * b) * path.increment(t_next)
         # project: one Langevin step of the flow of KL(mu || p_t') toward the path's point
         eps = strength * float(sde.sigma(t_next)) ** 2
         z = torch.randn(x.shape, generator=g_proj, dtype=x.dtype).to(x.device)

@@ -179,6 +179,15 @@ class _Run:
         if self.callback is not None:
             self.callback({"i": i, "t": float(t), "x": x, "x0_hat": x0_hat, "nfe": self.nfe, **extra})
 
+    def predict(self, x: torch.Tensor, t: float, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The drift part of a reverse-SDE Euler step (method.md section 3's predict, 1 NFE).
+
+        ``x_pred = x - (f(x, t) - 2 b s(x, t)) dt`` with ``b = g(t)^2 / 2``. Returns ``(x_pred, x0_hat)``.
+        """
+        b = _half_g2(self.sde, t)
+        s = self.score(x, t)
+        return x - (self.sde.drift(x, t) - 2.0 * b * s) * dt, self.x0(x, s, t)
+
     def final(self, i: int, x: torch.Tensor, t: float) -> torch.Tensor:
         """The standard final denoising step: ``x <- x0_hat(x, t)``, reported at t = 0."""
         x0 = self.x0(x, self.score(x, t), t)
@@ -242,10 +251,8 @@ def sample_euler_maruyama(
             return run.final(i, x, t)
         dt = t - t_next
         b = _half_g2(sde, t)
-        s = run.score(x, t)
-        x0_hat = run.x0(x, s, t)
         # predict: one Euler step of the reverse drift
-        x_pred = x - (sde.drift(x, t) - 2.0 * b * s) * dt
+        x_pred, x0_hat = run.predict(x, t, dt)
         extra: dict[str, Any] = {}
         x_proj = x_pred
         if project is not None:
@@ -449,10 +456,8 @@ def sample_predictor_corrector(
             return run.final(i, x, t)
         # predict: reverse-SDE Euler-Maruyama step
         dt = t - t_next
-        b = _half_g2(sde, t)
-        s = run.score(x, t)
-        x0_hat = run.x0(x, s, t)
-        x = x - (sde.drift(x, t) - 2.0 * b * s) * dt + math.sqrt(2.0 * b) * path.increment(t_next)
+        x_pred, x0_hat = run.predict(x, t, dt)
+        x = x_pred + math.sqrt(2.0 * _half_g2(sde, t)) * path.increment(t_next)
         run.report(i, t_next, x, x0_hat)
     return x
 
