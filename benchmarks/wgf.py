@@ -1,4 +1,4 @@
-"""Benchmark of geoflow.wgf: the JKO overlay's speed and accuracy, and W2(sampler_t, exact_t) against t.
+"""Benchmark of geoflow.wgf/jko: the JKO overlay's speed and accuracy, and W2(sampler_t, exact_t) against t.
 
 Run: ``.venv/bin/python benchmarks/wgf.py`` (about a minute or two on 2 shared cores). Writes the
 ``wgf`` section of benchmarks/RESULTS.md.
@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._results import md_table, write_section  # noqa: E402
-from geoflow import wgf  # noqa: E402
+from geoflow import jko, metrics, wgf  # noqa: E402
 from geoflow.densities import get_density  # noqa: E402
 from geoflow.metrics import exact_w2  # noqa: E402
 from geoflow.samplers import SAMPLERS, sample  # noqa: E402
@@ -53,20 +53,20 @@ def jko_overlay(name: str, sde: VPSDE, seed: int = 0) -> tuple[list[list[object]
     g = torch.Generator().manual_seed(seed)
     x0 = mix.sample(N_PARTICLES, g)
     load_before = _load()
-    wgf._MEMO.clear()
+    jko._MEMO.clear()
     with tempfile.TemporaryDirectory() as tmp:
         # cold: computed (cache=False bypasses memory and the shipped pretrained/flows files)
         t0, c0 = time.perf_counter(), time.process_time()
-        path = wgf.jko_path(x0, sde, H, KEYFRAMES, cache=False, cache_dir=tmp)
+        path = jko.jko_path(x0, sde, H, KEYFRAMES, cache=False, cache_dir=tmp)
         cold, cold_cpu = time.perf_counter() - t0, time.process_time() - c0
         t0 = time.perf_counter()
-        disk = wgf.jko_path(x0, sde, H, KEYFRAMES, cache_dir=tmp)  # from the disk cache just written
+        disk = jko.jko_path(x0, sde, H, KEYFRAMES, cache_dir=tmp)  # from the disk cache just written
         disk_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        again = wgf.jko_path(x0, sde, H, KEYFRAMES, cache_dir=tmp)  # from memory
+        again = jko.jko_path(x0, sde, H, KEYFRAMES, cache_dir=tmp)  # from memory
         warm = time.perf_counter() - t0
-    wgf._MEMO.clear()
-    shipped = wgf.preset_jko_path(name)  # the file shipped in pretrained/flows/ (same inputs)
+    jko._MEMO.clear()
+    shipped = jko.preset_jko_path(name)  # the file shipped in pretrained/flows/ (same inputs)
     same = all(np.array_equal(path.particles, p.particles) for p in (again, disk, shipped))
     ex = wgf.exact_marginal_samples(mix, sde, path.t, N_PARTICLES, g)
     ex2 = wgf.exact_marginal_samples(mix, sde, path.t, N_PARTICLES, g)
@@ -104,9 +104,9 @@ def jko_overlay(name: str, sde: VPSDE, seed: int = 0) -> tuple[list[list[object]
         ]
     ]
     lengths = {
-        "flow_length_ot": wgf.path_length(path.particles),
+        "flow_length_ot": metrics.path_length(path.particles),
         "exact_length": wgf.exact_path_length(mix, sde),
-        "geodesic": wgf.mccann_geodesic(path.particles[0], ex[-1], 2)[1],
+        "geodesic": metrics.mccann_geodesic(path.particles[0], ex[-1], 2)[1],
     }
     return timing, rows, lengths
 
@@ -178,7 +178,7 @@ def main() -> None:
     )
     checks = []
     for h, dt in ((0.4, 2e-2), (0.1, 2e-3)):
-        rows = wgf.theorem_check(get_density("three_component"), sde, n=N_PARTICLES, keyframes=6, h=h, dt=dt,
+        rows = jko.theorem_check(get_density("three_component"), sde, n=N_PARTICLES, keyframes=6, h=h, dt=dt,
                                  generator=torch.Generator().manual_seed(7))  # fmt: skip
         checks += [[h, dt, r["t"], r["w2_forward_em"], r["w2_jko"], r["w2_reverse"], r["w2_floor"],
                     r["w2_forward_em_given_x0"], r["w2_jko_given_x0"], r["w2_floor_given_x0"],
@@ -196,11 +196,11 @@ def main() -> None:
     body = f"""
 ### JKO overlay: {N_PARTICLES} particles x {KEYFRAMES} keyframes over the whole path
 
-Blob JKO (`geoflow.wgf.jko_path`), h = {H} in the flow time s = int_0^t beta (s(T) = {
+Blob JKO (`geoflow.jko.jko_path`), h = {H} in the flow time s = int_0^t beta (s(T) = {
         float(sde.int_beta(1.0)):.3f}),
 L-BFGS per step (tolerance 1e-2 RMS gradient), default blob bandwidth (2 x median 5-NN distance).
 Target: <= {TARGET_S:g} s cold, instant when cached. "same result": the cold path equals the disk-cached,
-the in-memory and the shipped (`pretrained/flows/`, served by `wgf.preset_jko_path`) ones exactly.
+the in-memory and the shipped (`pretrained/flows/`, served by `jko.preset_jko_path`) ones exactly.
 **Wall-clock target {"met" if met else "NOT met"} on this run; the CPU time of the cold run is
 {min(t[7] for t in timing_all):.1f}-{max(t[7] for t in timing_all):.1f} s**
 (the machine is shared: the load average is printed beside each timing).
@@ -257,7 +257,7 @@ The gradient-flow path is {min(r[2] / r[3] for r in length_rows):.2f}-{
 times as long as the W2 geodesic between its end points: the paper's "geodesic" is a gradient-flow
 curve, not a W2 geodesic.
 
-### Numerical check of Theorems 1 and 2 (`wgf.theorem_check`, three_component, n = {N_PARTICLES})
+### Numerical check of Theorems 1 and 2 (`jko.theorem_check`, three_component, n = {N_PARTICLES})
 
 Exact W2 to an exact sample of mu_t: forward Euler-Maruyama (the forward splitting path, step dt),
 the blob JKO path (step h in s), and the reverse splitting scheme with the exact score started from

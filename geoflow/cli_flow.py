@@ -6,7 +6,7 @@ Wired into ``geoflow/cli.py`` by ``geoflow.cli_flow.register(subparsers)``; also
 Arrays written (K keyframes, n particles):
 
 * ``t`` (K,) VP times, ``s`` (K,) flow times ``int_0^t beta``;
-* ``jko`` (K, n, 2) the blob JKO path (:func:`geoflow.wgf.jko_path`), started at the data particles;
+* ``jko`` (K, n, 2) the blob JKO path (:func:`geoflow.jko.jko_path`), started at the data particles;
 * ``exact`` (K, n, 2) the exact SDE path from the same data particles (mixtures only);
 * ``free_energy`` (K,) KL(mu || N(0, I)) of the JKO particles by the k-NN estimator,
   ``free_energy_blob`` (K,) the blob functional the JKO minimises,
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from geoflow import wgf
+from geoflow import jko, metrics, wgf
 from geoflow.densities import GaussianMixture, load_density
 from geoflow.sde import VPSDE
 
@@ -64,8 +64,8 @@ def compute_flow(
     density_spec: str, h: float, keyframes: int, n: int, seed: int = 0, sde: VPSDE | None = None
 ) -> dict[str, np.ndarray]:
     """Everything ``geoflow flow`` writes, as a dict of arrays (see the module docstring)."""
-    if not isinstance(n, int) or n < wgf.MIN_PARTICLES:
-        raise ValueError(f"--n must be an integer >= {wgf.MIN_PARTICLES}, got {n}")
+    if not isinstance(n, int) or n < metrics.MIN_PARTICLES:
+        raise ValueError(f"--n must be an integer >= {metrics.MIN_PARTICLES}, got {n}")
     if not isinstance(keyframes, int) or keyframes < 2:
         raise ValueError(f"--keyframes must be an integer >= 2, got {keyframes}")
     sde = sde or VPSDE()
@@ -73,7 +73,7 @@ def compute_flow(
     g = torch.Generator().manual_seed(int(seed))
     x0 = density.sample(n, g).to(torch.float64)
     start = time.perf_counter()
-    path = wgf.jko_path(x0, sde, h, keyframes)
+    path = jko.jko_path(x0, sde, h, keyframes)
     seconds = time.perf_counter() - start
     ts = path.t
     out: dict[str, np.ndarray] = {
@@ -93,12 +93,12 @@ def compute_flow(
         out["exact"] = wgf.exact_marginal_samples(density, sde, ts, n, g, x0=x0)
         out["free_energy_exact"] = wgf.free_energy_exact(density, ts, sde)
         out["exact_length"] = np.array(wgf.exact_path_length(density, sde, n_mc=2000, generator=g))
-    out["w2_to_exact"] = wgf.w2_along(path.particles, ref)
-    out["w2_floor"] = wgf.w2_along(ref2, ref)
-    out["w2_step"] = wgf.w2_steps(path.particles)
+    out["w2_to_exact"] = metrics.w2_along(path.particles, ref)
+    out["w2_floor"] = metrics.w2_along(ref2, ref)
+    out["w2_step"] = metrics.w2_steps(path.particles)
     out["flow_length"] = np.array(out["w2_step"].sum())
     prior = sde.prior_sample((n, x0.shape[1]), g, dtype=torch.float64)
-    geo, length = wgf.mccann_geodesic(x0, prior, keyframes)
+    geo, length = metrics.mccann_geodesic(x0, prior, keyframes)
     out["geodesic"] = geo
     out["geodesic_length"] = np.array(length)
     out.update(

@@ -1,5 +1,7 @@
 """Quality metrics against closed forms: Gaussian entropy and KL, Bures-Wasserstein W2, translations.
 
+Also the W2 path tools (W2 along paths, path length, McCann's geodesic) against POT's exact W2.
+
 Finite-sample tolerances are derived from the estimators' spread (or measured floors), not tuned.
 """
 
@@ -12,18 +14,26 @@ import pytest
 import torch
 from scipy import linalg
 
+from geoflow import wgf
+from geoflow.densities import get_density
 from geoflow.metrics import (
     exact_w2,
     frechet_distance,
     frechet_from_features,
     kl_knn,
     knn_entropy,
+    mccann_geodesic,
+    path_length,
     sliced_w2,
     summarize,
+    w2_along,
+    w2_steps,
 )
+from geoflow.sde import VPSDE
 
 M1, C1 = np.array([0.5, -1.0]), np.array([[1.0, 0.4], [0.4, 0.5]])
 M2, C2 = np.array([1.5, 0.5]), np.array([[0.6, -0.2], [-0.2, 1.2]])
+SDE = VPSDE()
 
 
 def _gauss(m: np.ndarray, c: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -165,6 +175,41 @@ def test_sliced_w2_is_pots_value(m):
     assert np.array_equal(np.random.get_state()[1], state[1])  # numpy's global RNG is left alone
     pot = ot.sliced_wasserstein_distance(x, y, n_projections=500, seed=4)
     assert ours == pytest.approx(float(pot), rel=1e-10)
+
+
+# --------------------------------------------------------------------------- W2 along paths, geodesic
+def test_mccann_geodesic_endpoints_and_constant_speed(gen):
+    x = get_density("eight_gaussians").sample(150, gen)
+    y = SDE.prior_sample((150, 2), gen)
+    path, length = mccann_geodesic(x, y, 5)
+    assert path.shape == (5, 150, 2)
+    assert np.allclose(path[0], x.numpy(), atol=1e-6)
+    assert np.allclose(np.sort(path[-1], axis=0), np.sort(y.numpy(), axis=0), atol=1e-6)
+    assert abs(length - exact_w2(x, y)) < 1e-6
+    steps = w2_steps(path)
+    assert np.allclose(steps, length / 4, rtol=1e-4)
+    assert abs(exact_w2(path[1], path[3]) - 0.5 * length) < 1e-4 * length
+    assert abs(path_length(path) - length) < 1e-4 * length
+    # the straight-line path (identity coupling) is no shorter than the geodesic
+    assert path_length(path, coupling="identity") >= length - 1e-6
+
+
+def test_gradient_flow_path_is_longer_than_the_geodesic(gen):
+    mix = get_density("asymmetric")
+    ts = np.linspace(0, 1, 8)
+    ex = wgf.exact_marginal_samples(mix, SDE, ts, 200, gen)
+    _, geo = mccann_geodesic(ex[0], ex[-1], 2)
+    assert path_length(ex) > geo
+    assert w2_along(ex, ex).max() < 1e-6
+
+
+def test_pot_iteration_limit_is_never_silent(gen):
+    x = get_density("eight_gaussians").sample(100, gen)
+    y = SDE.prior_sample((100, 2), gen)
+    with pytest.raises(RuntimeError, match="did not converge"):
+        mccann_geodesic(x, y, 3, num_itermax=5)
+    with pytest.raises(RuntimeError, match="did not converge"):
+        exact_w2(x, y, num_itermax=5)
 
 
 # --------------------------------------------------------------------------- Frechet distance
