@@ -18,7 +18,7 @@ import torch
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from geoflow import figures  # noqa: E402
+from geoflow import export, figures  # noqa: E402
 from geoflow.checkpoints import read_manifest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,24 +108,24 @@ def test_position_colors_and_arrows():
 def test_gif_mp4_csv_exports():
     rng = np.random.default_rng(1)
     paths = rng.normal(size=(4, 30, 2)).astype(np.float32)
-    imgs = figures.render_frames(
+    imgs = export.render_frames(
         paths, figures.position_colors(paths[0]), (-3, 3), ["a", "b", "c", "d"], size=96
     )
     assert len(imgs) == 4 and imgs[0].shape == (96, 96, 3)
     assert (imgs[0] != 255).any()  # points were drawn
-    gif = figures.gif_bytes(imgs)
+    gif = export.gif_bytes(imgs)
     assert gif[:6] in (b"GIF87a", b"GIF89a")
-    mp4 = figures.mp4_bytes(imgs)
+    mp4 = export.mp4_bytes(imgs)
     assert mp4[4:8] == b"ftyp"
-    csv = figures.paths_csv(paths, np.linspace(0, 1, 4), ["noising"] * 4).decode().splitlines()
+    csv = export.paths_csv(paths, np.linspace(0, 1, 4), ["noising"] * 4).decode().splitlines()
     assert csv[0] == "frame,phase,t,particle,x,y" and len(csv) == 1 + 4 * 30
 
 
 def test_static_export_without_chromium_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(figures, "find_chromium", lambda: None)
+    monkeypatch.setattr(export, "find_chromium", lambda: None)
     fig = figures.particle_animation(np.zeros((2, 3, 2), np.float32), ["a", "b"])
-    with pytest.raises(figures.ExportUnavailable, match="Chromium"):
-        figures.static_image(figures.still_figure(fig, 0), "png")
+    with pytest.raises(export.ExportUnavailable, match="Chromium"):
+        export.static_image(figures.still_figure(fig, 0), "png")
 
 
 # --------------------------------------------------------------------------- Flows
