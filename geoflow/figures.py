@@ -148,6 +148,26 @@ class Layer:
         return tr
 
 
+# the look of each overlay of geoflow.overlays, by its role
+OVERLAY_STYLES: dict[str, dict[str, Any]] = {
+    "exact marginal": {"colorscale": "Greys", "opacity": 0.6},
+    "exact marginal samples": {"marker": {"color": "rgba(90,90,90,0.35)", "size": 4}},
+    "JKO path": {"marker": {"color": "rgba(20,140,60,0.55)", "size": 5, "symbol": "diamond"}},
+    "velocity field": {"line": {"color": "rgba(200,40,40,0.7)", "width": 1.5}},
+    "x0_hat": {"marker": {"color": "rgba(0,0,0,0.55)", "size": 4, "symbol": "x"}},
+    "warped grid": {"line": {"color": "rgba(60,90,200,0.45)", "width": 1}},
+    "W2 geodesic": {"marker": {"color": "rgba(230,120,0,0.6)", "size": 4, "symbol": "triangle-up"}},
+}
+
+
+def overlay_layer(ov: Any) -> Layer:
+    """A :class:`Layer` from a ``geoflow.overlays.Overlay`` (arrays + role), styled by its role."""
+    role = ov.role
+    if role == "exact marginal" and ov.kind == "markers":
+        role = "exact marginal samples"
+    return Layer(ov.name, ov.kind, xy=ov.xy, z=ov.z, grid=ov.grid, style=dict(OVERLAY_STYLES.get(role, {})))
+
+
 # --------------------------------------------------------------------------- colours
 def position_colors(points: np.ndarray) -> list[str]:
     """A 2-D colour map of positions: hue from the angle, saturation from the radius.

@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
-from geoflow.score import batch_time, tweedie_x0
-from geoflow.sde import SDE, append_dims
+from geoflow.score import ScoreFn, batch_time, tweedie_x0
+from geoflow.sde import SDE, paper_beta, probability_flow_velocity
 
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[dict[str, Any]], None]
 DIVERGENCE_FACTOR = 1e4
 
@@ -145,7 +143,7 @@ def _guard(x: torch.Tensor, i: int, t: float, sde: SDE) -> None:
         )
 
 
-class _Run:
+class SamplerRun:
     """Book-keeping shared by all samplers: NFE count, divergence guard, callback."""
 
     def __init__(
@@ -184,7 +182,7 @@ class _Run:
 
         ``x_pred = x - (f(x, t) - 2 b s(x, t)) dt`` with ``b = g(t)^2 / 2``. Returns ``(x_pred, x0_hat)``.
         """
-        b = _half_g2(self.sde, t)
+        b = float(paper_beta(self.sde, t))
         s = self.score(x, t)
         return x - (self.sde.drift(x, t) - 2.0 * b * s) * dt, self.x0(x, s, t)
 
@@ -195,15 +193,6 @@ class _Run:
         return x0
 
 
-def _scal(v: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
-    return append_dims(batch_time(v, x).to(x.dtype), x.ndim)
-
-
-def _half_g2(sde: SDE, t: float) -> float:
-    """``g(t)^2 / 2``: the paper's beta(t) for the VP SDE."""
-    return 0.5 * float(sde.diffusion(t)) ** 2
-
-
 # --------------------------------------------------------------------------- samplers
 @torch.no_grad()
 def sample_euler_maruyama(
@@ -212,30 +201,23 @@ def sample_euler_maruyama(
     x: torch.Tensor,
     ts: torch.Tensor,
     *,
-    project: Projection | None = None,
-    strength: float = 1.0,
     final_denoise: bool = True,
     callback: Callback | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Reverse-SDE Euler-Maruyama, optionally with the paper's projection step.
+    """Reverse-SDE Euler-Maruyama (1 NFE per step).
 
-    Step t -> t - dt with ``b = g(t)^2 / 2`` (the paper's beta for the VP SDE), method.md section 3:
+    Step t -> t - dt with ``b = g(t)^2 / 2`` (the paper's beta), method.md section 3 without the
+    projection:
 
         predict:  x_pred = x - (f(x, t) - 2 b s(x, t)) dt
-        project:  x_proj = x_pred + sqrt(b) * strength * dt * T(x_pred, t - dt)   (if project)
-        diffuse:  x = x_proj + sqrt(2 b) dW                   (dW from the Brownian path)
-
-    With ``project`` set (predict-project), no noise is added after the last step (the paper's
-    reading); plain Euler-Maruyama keeps it unless ``final_denoise``.
+        diffuse:  x = x_pred + sqrt(2 b) dW                   (dW from the Brownian path)
 
     Args:
         score_fn: ``s(x, t)``, x of shape (B, *D), t of shape (B,).
         sde: forward SDE (drift, diffusion, alpha, sigma).
         x: initial noise x_T, (B, *D).
         ts: reverse grid (N + 1,), decreasing.
-        project: projection hook T (see ``geoflow.projection``); None for plain Euler-Maruyama.
-        strength: the projection strength ``dmu``.
         final_denoise: replace the last step by Tweedie's x0_hat.
         callback: per-step report.
         generator: noise source.
@@ -243,14 +225,38 @@ def sample_euler_maruyama(
     Returns:
         samples, shape of x.
     """
-    run = _Run(score_fn, sde, x, ts, callback)
+    return euler_maruyama_steps(
+        score_fn, sde, x, ts, final_denoise=final_denoise, callback=callback, generator=generator
+    )
+
+
+def euler_maruyama_steps(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    project: Projection | None = None,
+    strength: float = 0.0,
+    final_denoise: bool = True,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The Euler-Maruyama loop with an optional projection hook (the paper's predict-project step).
+
+    With ``project``: ``x_proj = x_pred + sqrt(b) * strength * dt * T(x_pred, t, t - dt)`` between
+    predict and diffuse, and no noise after the last step (the paper's reading). Shared by
+    :func:`sample_euler_maruyama` and ``geoflow.predict_project.sample_predict_project``, so that
+    ``strength = 0`` is Euler-Maruyama step for step.
+    """
+    run = SamplerRun(score_fn, sde, x, ts, callback)
     n = run.n
     path = run.brownian(x, generator)
     for i, t, t_next in run.steps():
         if final_denoise and i == n - 1:
             return run.final(i, x, t)
         dt = t - t_next
-        b = _half_g2(sde, t)
+        b = float(paper_beta(sde, t))
         # predict: one Euler step of the reverse drift
         x_pred, x0_hat = run.predict(x, t, dt)
         extra: dict[str, Any] = {}
@@ -304,10 +310,9 @@ def sample_ode_heun(
     return _ode(score_fn, sde, x, ts, heun=True, final_denoise=final_denoise, callback=callback)
 
 
-def _ode_velocity(run: _Run, x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _ode_velocity(run: SamplerRun, x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
     s = run.score(x, t)
-    g2 = float(run.sde.diffusion(t)) ** 2
-    return run.sde.drift(x, t) - 0.5 * g2 * s, run.x0(x, s, t)
+    return probability_flow_velocity(run.sde, x, t, s), run.x0(x, s, t)
 
 
 def _ode(
@@ -320,7 +325,7 @@ def _ode(
     final_denoise: bool,
     callback: Callback | None,
 ) -> torch.Tensor:
-    run = _Run(score_fn, sde, x, ts, callback)
+    run = SamplerRun(score_fn, sde, x, ts, callback)
     n = run.n
     for i, t, t_next in run.steps():
         if final_denoise and i == n - 1:
@@ -358,7 +363,7 @@ def sample_ddim(
     """
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    run = _Run(score_fn, sde, x, ts, callback)
+    run = SamplerRun(score_fn, sde, x, ts, callback)
     n = run.n
     path = run.brownian(x, generator)
     for i, t, t_next in run.steps():
@@ -397,7 +402,7 @@ def sample_dpm_solver_pp_2m(
     ``D = (1 + 1/(2r)) x0_hat - x0_prev / (2r)``, ``r = h_prev / h``, afterwards.
     Deterministic; best with ``spacing="logsnr"``.
     """
-    run = _Run(score_fn, sde, x, ts, callback)
+    run = SamplerRun(score_fn, sde, x, ts, callback)
     n = run.n
     x0_prev: torch.Tensor | None = None
     h_prev = 0.0
@@ -440,7 +445,7 @@ def sample_predictor_corrector(
     """
     if snr <= 0 or n_corrector < 0:
         raise ValueError(f"need snr > 0 and n_corrector >= 0, got {snr}, {n_corrector}")
-    run = _Run(score_fn, sde, x, ts, callback)
+    run = SamplerRun(score_fn, sde, x, ts, callback)
     n = run.n
     path = run.brownian(x, generator)
     g_corr = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
@@ -457,7 +462,7 @@ def sample_predictor_corrector(
         # predict: reverse-SDE Euler-Maruyama step
         dt = t - t_next
         x_pred, x0_hat = run.predict(x, t, dt)
-        x = x_pred + math.sqrt(2.0 * _half_g2(sde, t)) * path.increment(t_next)
+        x = x_pred + math.sqrt(2.0 * float(paper_beta(sde, t))) * path.increment(t_next)
         run.report(i, t_next, x, x0_hat)
     return x
 
@@ -484,7 +489,7 @@ def sample_annealed_langevin(
     """
     if step_scale <= 0 or n_steps_each < 1:
         raise ValueError(f"need step_scale > 0 and n_steps_each >= 1, got {step_scale}, {n_steps_each}")
-    run = _Run(score_fn, sde, x, ts, callback)
+    run = SamplerRun(score_fn, sde, x, ts, callback)
     n = run.n
     g_noise = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
     for i, t, t_next in run.steps():
@@ -501,80 +506,3 @@ def sample_annealed_langevin(
             x = x + 0.5 * e * s + math.sqrt(e) * z
         run.report(i, t_next, x, x0_hat)
     return x
-
-
-# --------------------------------------------------------------------------- registry
-@dataclass(frozen=True)
-class SamplerInfo:
-    """What the CLI and app need to know about a sampler."""
-
-    fn: Callable[..., torch.Tensor]
-    label: str
-    stochastic: bool
-    spacing: str  # default grid spacing
-    nfe: Callable[[int, bool], int]  # (N, final_denoise) -> NFE with default options
-    kwargs: tuple[tuple[str, Any], ...] = ()
-
-
-SAMPLERS: dict[str, SamplerInfo] = {
-    "euler_maruyama": SamplerInfo(
-        sample_euler_maruyama, "Euler-Maruyama (reverse SDE)", True, "uniform", lambda n, f: n
-    ),
-    "ode_euler": SamplerInfo(
-        sample_ode_euler, "Probability-flow ODE, Euler", False, "uniform", lambda n, f: n
-    ),
-    "ode_heun": SamplerInfo(
-        sample_ode_heun, "Probability-flow ODE, Heun", False, "logsnr", lambda n, f: 2 * n - 1 if f else 2 * n
-    ),
-    "ddim": SamplerInfo(sample_ddim, "DDIM (eta = 0)", False, "logsnr", lambda n, f: n),
-    "ddim_eta1": SamplerInfo(
-        sample_ddim, "DDIM (eta = 1, ancestral)", True, "logsnr", lambda n, f: n, (("eta", 1.0),)
-    ),
-    "dpm_solver_pp_2m": SamplerInfo(
-        sample_dpm_solver_pp_2m, "DPM-Solver++(2M)", False, "logsnr", lambda n, f: n
-    ),
-    "predictor_corrector": SamplerInfo(
-        sample_predictor_corrector, "Predictor-corrector (EM + Langevin)", True, "uniform", lambda n, f: 2 * n
-    ),
-    "annealed_langevin": SamplerInfo(
-        sample_annealed_langevin, "Annealed Langevin (VE)", True, "uniform", lambda n, f: n
-    ),
-}
-
-# the standard samplers (registered above); predict-project variants are added by geoflow.projection
-CORE_SAMPLERS: tuple[str, ...] = tuple(SAMPLERS)
-
-
-def register_sampler(name: str, info: SamplerInfo) -> None:
-    """Add a sampler to the registry (used by ``geoflow.projection`` for predict-project)."""
-    SAMPLERS[name] = info
-
-
-def sampler_names() -> tuple[str, ...]:
-    """Valid sampler names (importing ``geoflow.projection`` adds predict-project)."""
-    import geoflow.projection  # noqa: F401  (registers predict_project)
-
-    return tuple(SAMPLERS)
-
-
-def get_sampler(name: str) -> SamplerInfo:
-    """Registry entry; ``ValueError`` listing valid names otherwise."""
-    names = sampler_names()
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; valid: {', '.join(names)}")
-    return SAMPLERS[name]
-
-
-def sample(
-    name: str,
-    score_fn: ScoreFn,
-    sde: SDE,
-    x: torch.Tensor,
-    ts: torch.Tensor,
-    **kwargs: Any,
-) -> torch.Tensor:
-    """Dispatch to a named sampler, adding its registered default options."""
-    info = get_sampler(name)
-    opts = dict(info.kwargs)
-    opts.update(kwargs)
-    return info.fn(score_fn, sde, x, ts, **opts)

@@ -111,12 +111,22 @@ class _SDEBase:
         return out
 
     def marginal_sample(
-        self, x0: torch.Tensor, t: TimeLike, generator: torch.Generator | None = None
+        self,
+        x0: torch.Tensor,
+        t: TimeLike,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Sample ``x_t = alpha(t) x_0 + sigma(t) z`` for ``x0`` of shape ``(B, *D)``."""
-        z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-        a = append_dims(torch.as_tensor(self.alpha(t), dtype=x0.dtype), x0.ndim)
-        s = append_dims(torch.as_tensor(self.sigma(t), dtype=x0.dtype), x0.ndim)
+        """The exact marginal ``x_t = alpha(t) x_0 + sigma(t) z`` for ``x0`` of shape ``(B, *D)``.
+
+        ``t``: a float or per-sample times (B,). ``noise``: the ``z`` to use (shape of x0); drawn
+        from ``generator`` when not given. The one place this formula is written.
+        """
+        z = noise
+        if z is None:
+            z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        a = append_dims(torch.as_tensor(self.alpha(t)).to(dtype=x0.dtype, device=x0.device), x0.ndim)
+        s = append_dims(torch.as_tensor(self.sigma(t)).to(dtype=x0.dtype, device=x0.device), x0.ndim)
         return a * x0 + s * z
 
     def config(self) -> dict:
@@ -217,6 +227,31 @@ class VESDE(_SDEBase):
 
 SDE = VPSDE | VESDE
 SDE_NAMES = ("vp", "ve")
+
+
+def paper_beta(sde: SDE, t: TimeLike) -> torch.Tensor:
+    """The paper's ``beta(t) = g(t)^2 / 2`` (method.md eq. 1; for the VP SDE, its linear beta).
+
+    Every step of method.md section 3 is written in this beta, so the samplers, the projection
+    loss and the velocity fields all read it from here. t: a float or per-sample times (B,);
+    the result has t's shape (float64 for a float t).
+    """
+    return 0.5 * sde.diffusion(_as_tensor(t)) ** 2
+
+
+def probability_flow_velocity(sde: SDE, x: torch.Tensor, t: TimeLike, score: torch.Tensor) -> torch.Tensor:
+    """Probability-flow velocity ``dx/dt = f(x, t) - g(t)^2 s / 2`` in forward time, shape of x.
+
+    For the VP SDE this is Theorem 1's particle velocity ``-beta (grad log mu_t + x)``; generation
+    moves along its negative in reverse time (Theorem 2 without the noise split).
+
+    Args:
+        x: positions (B, *D).
+        t: a forward time (float) or per-sample times (B,).
+        score: ``grad log p_t(x)``, shape of x.
+    """
+    b = append_dims(paper_beta(sde, t).to(dtype=x.dtype, device=x.device), x.ndim)
+    return sde.drift(x, t) - b * score
 
 
 def make_sde(name: str, **kwargs: float) -> SDE:

@@ -1,4 +1,4 @@
-"""Denoising score matching (and the loop the projection network reuses), with progress callbacks.
+"""Training: denoising score matching and the projection network's loss, one shared loop, progress callbacks.
 
 DSM objective (eps parametrization): ``t ~ U(t_min, T)``, ``x_t = alpha(t) x_0 + sigma(t) z``,
 ``L = E || eps_theta(x_t, t) - z ||^2``; ``score = -eps / sigma``.
@@ -15,9 +15,10 @@ from numbers import Integral
 import torch
 from torch import nn
 
-from geoflow.nets import MLP, MLPConfig, seeded_init
+from geoflow.nets import MLP, MLPConfig, build_net, net_config, seeded_init
+from geoflow.projection import ProjectionModel, check_train_mode, score_fingerprint
 from geoflow.score import ScoreModel
-from geoflow.sde import SDE, append_dims
+from geoflow.sde import SDE, append_dims, paper_beta
 
 DataFn = Callable[[int, torch.Generator], torch.Tensor]
 Progress = Callable[[int, int, float], None]
@@ -46,6 +47,11 @@ class TrainConfig:
             or not (0 <= self.ema < 1)
         ):
             raise ValueError("need batch_size >= 1, lr > 0 and 0 <= ema < 1")
+
+
+def _per_sample(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-sample (B,) tensor broadcast against x (B, *D) in x's dtype and device."""
+    return append_dims(v.to(device=x.device, dtype=x.dtype), x.ndim)
 
 
 def data_fn_from_tensor(data: torch.Tensor) -> DataFn:
@@ -141,9 +147,7 @@ def dsm_loss(model: ScoreModel, x0: torch.Tensor, g: torch.Generator) -> torch.T
     sde = model.sde
     t = sample_train_times(sde, x0.shape[0], g)
     z = torch.randn(x0.shape, generator=g).to(x0.device, x0.dtype)
-    a = append_dims(sde.alpha(t).to(x0.device, x0.dtype), x0.ndim)
-    s = append_dims(sde.sigma(t).to(x0.device, x0.dtype), x0.ndim)
-    eps = model.eps(a * x0 + s * z, t.to(x0.device))
+    eps = model.eps(sde.marginal_sample(x0, t.to(x0.device), noise=z), t.to(x0.device))
     return ((eps - z) ** 2).flatten(1).sum(1).mean() / x0[0].numel()
 
 
@@ -167,3 +171,142 @@ def train_score(
     out = optimise(model, loss_fn, cfg, progress, should_stop)
     model.to("cpu")
     return out
+
+
+# --------------------------------------------------------------------------- projection network
+# random_dt training draws N log-uniformly in this range (dt = (T - t_min) / N)
+RANDOM_N_RANGE = (5, 200)
+
+
+def _training_times(
+    sde: SDE, b: int, mode: str, n_steps: int | None, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample ``(t, t')`` (B,) float64: steps of the uniform N-grid, or of a random step size."""
+    if mode == "fixed_N":
+        assert n_steps is not None
+        ts = sde.time_grid(n_steps, "uniform")
+        k = torch.randint(0, n_steps, (b,), generator=g)
+        return ts[k], ts[k + 1]
+    lo, hi = math.log(RANDOM_N_RANGE[0]), math.log(RANDOM_N_RANGE[1])
+    n = torch.exp(lo + (hi - lo) * torch.rand(b, generator=g, dtype=torch.float64))
+    dt = (sde.T - sde.t_min) / n
+    t = sde.t_min + dt + (sde.T - sde.t_min - dt) * torch.rand(b, generator=g, dtype=torch.float64)
+    return t, t - dt
+
+
+def projection_loss(
+    proj: ProjectionModel,
+    score_model: ScoreModel,
+    x0: torch.Tensor,
+    g: torch.Generator,
+    mode: str = "random_dt",
+    n_steps: int | None = None,
+) -> torch.Tensor:
+    """One minibatch of method.md section 3's projection loss (score network frozen).
+
+    ``x_t = a(t) x_0 + s(t) z``; ``x_pred = x_t + b (2 s_theta(x_t, t) + x_t) dt``;
+    ``x_mean = a(t') x_0``; per sample ``|| x_pred + T - x_mean ||^2 + (sqrt(b) / 2) || T ||^2``,
+    averaged over the batch and divided by the dimension (a constant, for readable numbers).
+
+    Args:
+        x0: data minibatch (B, *D).
+    """
+    sde = score_model.sde
+    bsz = x0.shape[0]
+    t, t_next = _training_times(sde, bsz, mode, n_steps, g)
+    t, t_next = t.to(x0.device), t_next.to(x0.device)
+    z = torch.randn(x0.shape, generator=g).to(x0.device, x0.dtype)
+    x_t = sde.marginal_sample(x0, t, noise=z)
+    b = paper_beta(sde, t)
+    dt = _per_sample(t - t_next, x0)
+    with torch.no_grad():
+        s = score_model.score(x_t, t)
+        # predict: the sampler's Euler step of the reverse drift, with the frozen score network
+        x_pred = x_t - (sde.drift(x_t, t) - 2.0 * _per_sample(b, x0) * s) * dt
+    x_mean = _per_sample(sde.alpha(t_next), x0) * x0
+    T = proj(x_pred, t, t_next)
+    fit = (x_pred + T - x_mean).flatten(1).pow(2).sum(1)
+    penalty = 0.5 * torch.sqrt(b).to(x0.dtype) * T.flatten(1).pow(2).sum(1)
+    return (fit + penalty).mean() / x0[0].numel()
+
+
+def new_projection_model(
+    score_model: ScoreModel,
+    mode: str = "random_dt",
+    n_steps: int | None = None,
+    net_cfg: dict | None = None,
+    score_name: str | None = None,
+    warm_start: bool = True,
+) -> ProjectionModel:
+    """A fresh T network for ``score_model`` (same architecture unless ``net_cfg`` is given).
+
+    With ``warm_start`` and a matching architecture, T's network starts from the score network's.
+    """
+    cfg = net_cfg if net_cfg is not None else net_config(score_model.net)
+    net = build_net(dict(cfg))
+    if warm_start and cfg == net_config(score_model.net):
+        net.load_state_dict(score_model.net.state_dict())
+    return ProjectionModel(
+        net,
+        score_model.sde,
+        score_model.data_std,
+        score_sha256=score_fingerprint(score_model),
+        score_name=score_name,
+        train_mode=mode,
+        n_steps=n_steps if mode == "fixed_N" else None,
+        meta={k: score_model.meta[k] for k in ("data", "shape") if k in score_model.meta},
+    )
+
+
+def train_projection(
+    score_model: ScoreModel,
+    data_fn: DataFn,
+    cfg: TrainConfig = TrainConfig(steps=2000),
+    mode: str = "random_dt",
+    n_steps: int | None = None,
+    progress: Progress | None = None,
+    should_stop: StopFlag | None = None,
+    *,
+    net_cfg: dict | None = None,
+    score_name: str | None = None,
+    warm_start: bool = True,
+) -> ProjectionModel:
+    """Train a projection network on method.md section 3's loss with the score network frozen.
+
+    Args:
+        score_model: the frozen score network (its weights are not touched).
+        data_fn: ``data(n, generator) -> (n, *D)`` minibatches of x_0.
+        cfg: optimisation settings (the shared loop of ``geoflow.train.optimise``).
+        mode: ``"random_dt"`` (t uniform, N log-uniform in ``RANDOM_N_RANGE``) or ``"fixed_N"``
+            (t on the uniform grid of ``n_steps`` steps).
+        n_steps: the grid's N for ``fixed_N``.
+        progress, should_stop: as in :func:`geoflow.train.train_score`.
+        net_cfg: network config (default: the score network's).
+        score_name: name recorded in the checkpoint.
+        warm_start: start from the score network's weights when the architectures match.
+
+    Returns:
+        the trained :class:`ProjectionModel` in eval mode (EMA weights), the loop's summary in
+        ``model.meta["train"]``.
+    """
+    check_train_mode(mode, n_steps)
+    device = torch.device(cfg.device)
+    proj = new_projection_model(score_model, mode, n_steps, net_cfg, score_name, warm_start)
+    frozen = [p.requires_grad for p in score_model.parameters()]
+    score_model.to(device).eval()
+    for p in score_model.parameters():
+        p.requires_grad_(False)
+    proj.to(device)
+
+    def loss_fn(g: torch.Generator) -> torch.Tensor:
+        return projection_loss(proj, score_model, data_fn(cfg.batch_size, g).to(device), g, mode, n_steps)
+
+    try:
+        out = optimise(proj, loss_fn, cfg, progress, should_stop)
+    finally:
+        for p, r in zip(score_model.parameters(), frozen, strict=True):
+            p.requires_grad_(r)
+        score_model.to("cpu")
+    proj.to("cpu")
+    proj.meta["train"] = {"steps": out["steps"], "loss": out["loss"], "batch_size": cfg.batch_size}
+    return proj

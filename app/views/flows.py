@@ -4,19 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import common as C
+import cache
 import numpy as np
+import sources
+import state
 import streamlit as st
+import widgets as W
 
-from geoflow import figures
+from geoflow import export, figures
+from geoflow.overlays import OVERLAYS, plot_bounds
+from geoflow.registry import get_sampler
+from geoflow.run import FWD_STEPS, RunSpec, ScoreSource, Trajectory
 
+PAGE = "flows"
 COLOR_BY = ("data position x_0", "noise position x_T")
-OVERLAYS = ("exact marginal", "JKO path", "velocity field", "x0_hat", "warped grid", "W2 geodesic")
 
 
 @dataclass(frozen=True)
 class Settings:
-    run: C.RunSpec
+    run: RunSpec
+    project: bool  # the projection toggle (it changes the sampler only for Euler-Maruyama)
     overlays: tuple[str, ...]
     color_by: str
     frame: int
@@ -24,59 +31,81 @@ class Settings:
 
 def controls() -> Settings:
     st.sidebar.header("Flow settings")
-    run = C.run_controls()
+    run = W.run_controls(PAGE)
     st.sidebar.header("Overlays")
-    if "overlays" not in st.session_state:  # from the URL: a comma-separated list
+    key = state.skey(PAGE, "overlays")
+    if key not in st.session_state:  # from the URL: a comma-separated list
         raw = st.query_params.get("overlays", "")
-        st.session_state["overlays"] = [o for o in raw.split(",") if o in OVERLAYS]
+        asked = [o for o in raw.split(",") if o]
+        bad = [o for o in asked if o not in OVERLAYS]
+        if bad:
+            state.notice(f"URL setting overlays: unknown {', '.join(bad)!s} ignored; valid: {', '.join(OVERLAYS)}")
+        st.session_state[key] = [o for o in asked if o in OVERLAYS]
     ov = st.sidebar.multiselect(
         "draw with the particles",
         OVERLAYS,
-        key="overlays",
+        key=key,
         help="JKO and W2 geodesic take a few seconds the first time (then cached)",
     )
     if ",".join(ov) != st.query_params.get("overlays", ""):
         st.query_params["overlays"] = ",".join(ov)
-    color_by = st.sidebar.radio(
-        "colour particles by",
-        COLOR_BY,
-        key=C.url_state("color_by", COLOR_BY[0], COLOR_BY),
-    )
+    color_by = st.sidebar.radio("colour particles by", COLOR_BY, key=state.url_state(PAGE, "color_by", COLOR_BY[0], COLOR_BY))
     frame = int(st.session_state.get("frame", 0))
-    return Settings(run, tuple(o for o in OVERLAYS if o in ov), color_by, frame)
+    project = bool(state.get(PAGE, "project", False))
+    return Settings(run, project, tuple(o for o in OVERLAYS if o in ov), color_by, frame)
 
 
-def compute(s: Settings) -> tuple[C.ScoreSource, C.Trajectory, list[figures.Layer], list[str]] | None:
-    got = C.prepare(s.run)
+def compute(s: Settings) -> tuple[ScoreSource, object, Trajectory, list[figures.Layer], list[str]] | None:
+    got = W.prepare(s.run)
     if got is None:
         return None
-    src, traj = got
-    layers, notes = ([], [])
+    src, density, traj = got
+    layers: list[figures.Layer] = []
+    notes: list[str] = []
     if s.overlays:
         try:
-            layers, notes = C.overlay_layers(s.run, src.key, s.overlays, src, traj)
-        except (ValueError, RuntimeError) as e:
+            arrays, notes = cache.overlay_arrays(
+                s.overlays, s.run, sources.density_key(s.run.data), src.key, density, src, traj
+            )
+            layers = [figures.overlay_layer(a) for a in arrays]
+        except W.APP_ERRORS as e:
             notes = [f"overlays failed: {e}"]
-    return src, traj, layers, notes
+    return src, density, traj, layers, notes
+
+
+def flow_figure(s: Settings, src: ScoreSource, density, traj: Trajectory, layers) -> figures.AnimatedFigure:
+    """The animated figure of a trajectory (particles coloured by x_0 or by x_T)."""
+    colors = figures.position_colors(traj.noise if s.color_by.startswith("noise") else traj.data)
+    title = f"{density.name}: {traj.sampler_label}, N={s.run.steps}, NFE={traj.nfe} ({src.label})"
+    return figures.particle_animation(
+        traj.paths,
+        traj.labels,
+        colors=colors,
+        layers=layers,
+        bounds=plot_bounds(density, src.sde),
+        title=title,
+        start_frame=s.frame,
+        uirevision=f"flows-{s.run.data}-{s.run.sde}",
+    )
 
 
 def render(s: Settings, result: tuple | None) -> None:
     if result is None:
         return
-    src, traj, layers, notes = result
+    src, density, traj, layers, notes = result
     for n in notes:
         st.info(n)
     if traj.error:
         st.error(f"The sampler diverged: {traj.error} The frames up to that step are shown.")
-    if s.run.projection and s.run.sampler != "euler_maruyama":
+    info = get_sampler(s.run.sampler)
+    if s.project and info.family != "predict_project":
+        st.warning("The projection step belongs to Euler-Maruyama (predict-project); this sampler ignores it.")
+    if src.sde.name not in info.sdes:
         st.warning(
-            "The projection step belongs to Euler-Maruyama (predict-project); this sampler ignores it."
+            f"{info.label} is meant for the {'/'.join(x.upper() for x in info.sdes)} SDE; on "
+            f"{src.sde.name.upper()} it runs but is not the standard pairing."
         )
-    if src.sde.name == "vp" and s.run.sampler == "annealed_langevin":
-        st.warning(
-            "Annealed Langevin is meant for the VE SDE; on VP it runs but is not the standard pairing."
-        )
-    fig = C.flow_figure(s.run, src, traj, layers, s.color_by.startswith("noise"), s.frame)
+    fig = flow_figure(s, src, density, traj, layers)
     n_f = traj.paths.shape[0]
     st.plotly_chart(fig, theme=None, key="flow_chart", config={"displaylogo": False})
     step_controls(n_f, traj)
@@ -86,26 +115,26 @@ def render(s: Settings, result: tuple | None) -> None:
     cols[2].metric("frames", n_f)
     cols[3].metric("particles", traj.paths.shape[1])
     st.caption(
-        f"Forward noising is simulated (Euler-Maruyama on {C.FWD_STEPS} uniform steps) from data; "
+        f"Forward noising is simulated (Euler-Maruyama on {FWD_STEPS} uniform steps) from data; "
         "generation starts "
         "from its end point x_T, the same initial noise for every sampler, step count and projection setting "
-        f"(seed {s.run.seed}). Grid spacing: "
-        f"{C.reverse_grid(s.run, src.sde)[:3].numpy().round(3).tolist()}..."
+        f"(seed {s.run.seed}). Time grid: {traj.spacing}, "
+        f"{traj.ts[:3].round(3).tolist()}..."
     )
-    side_charts(s, src, traj)
+    side_charts(s, src, density, traj)
     with st.expander("Export (PNG / SVG / GIF / MP4 / CSV)"):
         frame = int(st.session_state.get("frame", 0))
-        C.export_panel(
+        W.export_panel(
             fig,
             traj,
             frame,
-            C.plot_bounds(C.resolve_density(s.run.density), src.sde),
-            figures.paths_csv(traj.paths, traj.times, traj.phase),
+            plot_bounds(density, src.sde),
+            export.paths_csv(traj.paths, traj.times, traj.phase),
             "geoflow_flow",
         )
 
 
-def step_controls(n_f: int, traj: C.Trajectory) -> None:
+def step_controls(n_f: int, traj: Trajectory) -> None:
     """Single-step mode: move the frame shown (before play) one step at a time."""
     st.session_state["frame"] = int(np.clip(st.session_state.get("frame", 0), 0, n_f - 1))
     c1, c2, c3 = st.columns([1, 1, 6])
@@ -123,13 +152,13 @@ def step_controls(n_f: int, traj: C.Trajectory) -> None:
 
 
 @st.fragment
-def side_charts(s: Settings, src: C.ScoreSource, traj: C.Trajectory) -> None:
+def side_charts(s: Settings, src: ScoreSource, density, traj: Trajectory) -> None:
     if not st.toggle("side charts: W2 to the exact path, free energy, W2 to data", key="side", value=False):
         return
     try:
-        m = C.path_metrics(s.run, src.key, src, traj)
-    except (ValueError, RuntimeError) as e:
-        C.show_error(e, "path metrics")
+        m = cache.path_metrics(s.run, sources.density_key(s.run.data), src.key, density, src, traj)
+    except W.APP_ERRORS as e:
+        W.show_error(e, "path metrics")
         return
     t = np.asarray(m["t"])
     phase = np.asarray(m["phase"])
@@ -171,7 +200,7 @@ def side_charts(s: Settings, src: C.ScoreSource, traj: C.Trajectory) -> None:
     )
     cols[2].download_button(
         "CSV of these numbers",
-        figures.table_csv(
+        export.table_csv(
             {
                 k: m[k]
                 for k in ("frame", "phase", "t", "w2_exact", "w2_floor", "free_energy", "free_energy_exact")
@@ -183,6 +212,7 @@ def side_charts(s: Settings, src: C.ScoreSource, traj: C.Trajectory) -> None:
 
 
 settings = controls()
-C.sync_url()
+state.sync_url()
 st.title("Flows: noising and generation as particles")
+state.show_notices()
 render(settings, compute(settings))

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import common as C
+import cache
 import numpy as np
+import sources
+import state
 import streamlit as st
+import widgets as W
 
 from geoflow import figures
 from geoflow.densities import GaussianMixture
+from geoflow.overlays import arrow_segments, plot_bounds
+from geoflow.run import RunSpec, ScoreSource, Trajectory, generator
+
+PAGE = "maths"
 
 LIVE_N = 600
 
 
 @dataclass(frozen=True)
 class Settings:
-    run: C.RunSpec
+    run: RunSpec
     t: float
     beta_max: float
     t_end: float
@@ -26,30 +33,30 @@ class Settings:
 def controls() -> Settings:
     sb = st.sidebar
     sb.header("Live views")
-    dens = C.density_choices()
-    density = sb.selectbox("density", dens, key=C.url_state("m_density", "asymmetric", dens))
-    t = sb.slider("time t", 0.0, 1.0, step=0.01, key=C.url_state("m_t", 0.3, lo=0.0, hi=1.0))
+    dens = sources.density_choices()
+    density = sb.selectbox("density", dens, key=state.url_state(PAGE, "density", "asymmetric", dens))
+    t = sb.slider("time t", 0.0, 1.0, step=0.01, key=state.url_state(PAGE, "t", 0.3, lo=0.0, hi=1.0))
     sb.header("Diagnostic: is x_T close to N(0, I)?")
     beta_max = sb.slider(
-        "VP beta_max", 0.5, 20.0, step=0.5, key=C.url_state("m_beta_max", 10.0, lo=0.5, hi=20.0)
+        "VP beta_max", 0.5, 20.0, step=0.5, key=state.url_state(PAGE, "beta_max", 10.0, lo=0.5, hi=20.0)
     )
-    t_end = sb.slider("VP end time T", 0.1, 1.0, step=0.05, key=C.url_state("m_T", 1.0, lo=0.1, hi=1.0))
+    t_end = sb.slider("VP end time T", 0.1, 1.0, step=0.05, key=state.url_state(PAGE, "T", 1.0, lo=0.1, hi=1.0))
     sigma_max = sb.slider(
-        "VE sigma_max", 1.0, 50.0, step=1.0, key=C.url_state("m_sigma_max", 10.0, lo=1.0, hi=50.0)
+        "VE sigma_max", 1.0, 50.0, step=1.0, key=state.url_state(PAGE, "sigma_max", 10.0, lo=1.0, hi=50.0)
     )
-    run = C.RunSpec(density=density, steps=40, n=LIVE_N, seed=0)
+    run = RunSpec(data=density, steps=40, n=LIVE_N, seed=0)
     return Settings(run, float(t), float(beta_max), float(t_end), float(sigma_max))
 
 
 def data_moments(density_name: str) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance of the data: exact for mixtures, from 20000 samples otherwise."""
-    d = C.resolve_density(density_name)
+    d = sources.resolve_density(density_name)
     if isinstance(d, GaussianMixture):
         w, m, c = d.weights.numpy(), d.means.numpy(), d.covs.numpy()
         mu = w @ m
         second = np.einsum("k,kij->ij", w, c + np.einsum("ki,kj->kij", m, m))
         return mu, second - np.outer(mu, mu)
-    x = d.sample(20_000, C.generator(0, 50)).numpy().astype(np.float64)
+    x = d.sample(20_000, generator(0, 50)).numpy().astype(np.float64)
     return x.mean(0), np.cov(x, rowvar=False)
 
 
@@ -60,10 +67,10 @@ def prior_diagnostic(s: Settings) -> list[dict]:
     (method.md section 1); the Gaussian with these moments against N(0, prior_std^2 I) measures the
     mismatch the sampler starts with (a mixture's own KL is larger or equal in its mean/covariance part).
     """
-    from geoflow import wgf
+    from geoflow import gaussian
     from geoflow.sde import VESDE, VPSDE
 
-    mu, cov = data_moments(s.run.density)
+    mu, cov = data_moments(s.run.data)
     rows = []
     for name, sde in (
         (f"VP beta_max={s.beta_max:g}, T={s.t_end:g}", VPSDE(beta_max=s.beta_max, T=s.t_end)),
@@ -72,8 +79,8 @@ def prior_diagnostic(s: Settings) -> list[dict]:
         a, sig = float(sde.alpha(sde.T)), float(sde.sigma(sde.T))
         m_T, c_T = a * mu, a * a * cov + sig * sig * np.eye(2)
         p2 = sde.prior_std() ** 2 * np.eye(2)
-        kl = wgf.gaussian_kl(m_T, c_T, np.zeros(2), p2)
-        w2 = wgf.bures_w2(m_T, c_T, np.zeros(2), p2)
+        kl = gaussian.gaussian_kl(m_T, c_T, np.zeros(2), p2)
+        w2 = gaussian.bures_w2(m_T, c_T, np.zeros(2), p2)
         rows.append(
             {"SDE": name, "alpha(T)": a, "KL(x_T || prior)": kl, "W2(x_T, prior)": w2, "ok": kl < 0.01}
         )
@@ -86,23 +93,19 @@ def render(s: Settings) -> None:
         "noising and generation "
         "are Wasserstein gradient flows. Notation of method.md: VP SDE with the paper's beta."
     )
-    try:
-        src = C.score_source(s.run.density, "vp", "auto")
-        traj = C.trajectory(s.run, src.key, src)
-    except (ValueError, C.CheckpointError, RuntimeError) as e:
-        C.show_error(e)
+    got = W.prepare(s.run)
+    if got is None:
         return
-    bounds = C.plot_bounds(C.resolve_density(s.run.density), src.sde)
+    src, density, traj = got
+    bounds = plot_bounds(density, src.sde)
     colors = figures.position_colors(traj.data)
-    fwd = slice(0, traj.n_forward)
-    theorem1(s, traj, colors, bounds)
+    theorem1(s, src, traj, colors, bounds)
     theorem2(s, src, traj, bounds)
-    predict_project(s, src, bounds)
+    predict_project(s, src, density, bounds)
     diagnostic(s)
-    del fwd
 
 
-def theorem1(s: Settings, traj: C.Trajectory, colors: list[str], bounds: tuple[float, float]) -> None:
+def theorem1(s: Settings, src: ScoreSource, traj: Trajectory, colors: list[str], bounds: tuple[float, float]) -> None:
     st.header("Theorem 1: noising is the gradient flow of KL(mu || pi)")
     c1, c2 = st.columns([1, 1])
     with c1:
@@ -117,7 +120,7 @@ def theorem1(s: Settings, traj: C.Trajectory, colors: list[str], bounds: tuple[f
         st.markdown(
             "The free energy KL(mu_t || pi) falls along the forward flow; the arrows are the velocity v_t."
         )
-        fe = _free_energy_curve(s.run.density, C.density_key(s.run.density))
+        fe = _free_energy_curve(s.run.data, sources.density_key(s.run.data))
         if fe is not None:
             fig = figures.line_chart(
                 fe[0],
@@ -133,7 +136,6 @@ def theorem1(s: Settings, traj: C.Trajectory, colors: list[str], bounds: tuple[f
         k = int(np.abs(traj.times[: traj.n_forward] - s.t).argmin())
         from geoflow import wgf
 
-        src = C.score_source(s.run.density, "vp", "auto")
         t = float(max(traj.times[k], src.sde.t_min))
         vf = wgf.velocity_field(src.score_fn, src.sde, t, bounds, 15, "forward")
         base = np.stack([vf.X.ravel(), vf.Y.ravel()], 1)
@@ -145,7 +147,7 @@ def theorem1(s: Settings, traj: C.Trajectory, colors: list[str], bounds: tuple[f
             bounds=bounds,
             colors=colors,
         )
-        arr = figures.arrow_segments(base, v)
+        arr = arrow_segments(base, v)
         fig.add_scatter(
             x=arr[:, 0], y=arr[:, 1], mode="lines", name="v_t", line={"color": "rgba(200,40,40,0.7)"}
         )
@@ -157,14 +159,14 @@ def _free_energy_curve(density_name: str, key: str) -> tuple[np.ndarray, np.ndar
     from geoflow import wgf
     from geoflow.sde import make_sde
 
-    d = C.resolve_density(density_name)
+    d = sources.resolve_density(density_name)
     if not isinstance(d, GaussianMixture):
         return None
     t = np.linspace(0.0, 1.0, 26)
     return t, np.asarray(wgf.free_energy_exact(d, t, make_sde("vp")))
 
 
-def theorem2(s: Settings, src: C.ScoreSource, traj: C.Trajectory, bounds: tuple[float, float]) -> None:
+def theorem2(s: Settings, src: ScoreSource, traj: Trajectory, bounds: tuple[float, float]) -> None:
     st.header("Theorem 2: generation is the gradient flow of -KL, split in two steps")
     c1, c2 = st.columns([1, 1])
     with c1:
@@ -195,7 +197,7 @@ def theorem2(s: Settings, src: C.ScoreSource, traj: C.Trajectory, bounds: tuple[
         st.plotly_chart(fig, theme=None, key="t2_view")
 
 
-def predict_project(s: Settings, src: C.ScoreSource, bounds: tuple[float, float]) -> None:
+def predict_project(s: Settings, src: ScoreSource, density, bounds: tuple[float, float]) -> None:
     st.header("The predict-project step (method.md section 3)")
     c1, c2 = st.columns([1, 1])
     with c1:
@@ -209,11 +211,11 @@ def predict_project(s: Settings, src: C.ScoreSource, bounds: tuple[float, float]
             "for 40 particles at N = 10."
         )
     with c2:
-        spec = replace(s.run, sampler="euler_maruyama", projection=True, steps=10, proj_kind="tweedie")
+        spec = replace(s.run, sampler="predict_project", steps=10, projection="tweedie")
         try:
-            traj = C.trajectory(spec, src.key, src)
-        except (ValueError, RuntimeError) as e:
-            C.show_error(e)
+            traj = cache.trajectory(spec, sources.density_key(spec.data), src.key, density, src)
+        except W.APP_ERRORS as e:
+            W.show_error(e)
             return
         step = min(max(int(round((1 - s.t) * 10)), 0), 9)
         if "x_pred" not in traj.moves or step >= traj.moves["x_pred"].shape[0]:
@@ -228,7 +230,7 @@ def predict_project(s: Settings, src: C.ScoreSource, bounds: tuple[float, float]
             (pred, proj, "project", "darkorange"),
             (proj, nxt, "diffuse", "grey"),
         ):
-            seg = figures.arrow_segments(a, b - a, head=0.2)
+            seg = arrow_segments(a, b - a, head=0.2)
             fig.add_scatter(x=seg[:, 0], y=seg[:, 1], mode="lines", name=name, line={"color": color})
         st.plotly_chart(fig, theme=None, key="pp_view")
         rms = [
@@ -236,7 +238,7 @@ def predict_project(s: Settings, src: C.ScoreSource, bounds: tuple[float, float]
         ]
         st.caption(
             f"RMS move sizes: predict {rms[0]:.3f}, project {rms[1]:.3f}, diffuse {rms[2]:.3f} "
-            f"(projection strength {spec.strength:g}): at this strength the projection barely "
+            f"(projection strength {spec.effective_strength():g}): at this strength the projection barely "
             "moves the sample."
         )
 
@@ -265,6 +267,7 @@ def diagnostic(s: Settings) -> None:
 
 
 settings = controls()
-C.sync_url()
+state.sync_url()
 st.title("The maths, next to the picture")
+state.show_notices()
 render(settings)

@@ -5,15 +5,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-import common as C
+import cache
 import numpy as np
+import sources
+import state
 import streamlit as st
+import widgets as W
 
-from geoflow import figures
-from geoflow.densities import GaussianMixture
-from geoflow.samplers import SAMPLERS
+from geoflow import export, figures
+from geoflow.overlays import plot_bounds
+from geoflow.run import RunSpec, ScoreSource, Trajectory
 
-VARIANTS = tuple(n for n in C.sampler_options() if n.startswith(C.PROJECTED_PREFIX))
+PAGE = "projection"
 SWEEP_STEPS = (5, 10, 20, 40)
 SWEEP_SAMPLERS = ("euler_maruyama", "predict_project", "ddim", "dpm_solver_pp_2m", "ode_heun")
 SINGLE_STEP_MAX = 60  # steps shown move by move (3 frames per step)
@@ -21,90 +24,50 @@ SINGLE_STEP_MAX = 60  # steps shown move by move (3 frames per step)
 
 @dataclass(frozen=True)
 class Settings:
-    base: C.RunSpec  # Euler-Maruyama
-    proj: C.RunSpec  # the projection variant, same noise
+    base: RunSpec  # Euler-Maruyama
+    proj: RunSpec  # the projection variant, same noise
     view_step: int
 
 
 def controls() -> Settings:
     st.sidebar.header("Projection settings")
-    run = C.run_controls(projection_toggle=False)
-    variants = [v for v in VARIANTS if v in SAMPLERS]
-    variant = st.sidebar.selectbox(
-        "projection sampler",
-        variants,
-        key=C.url_state("variant", variants[0], variants),
-        format_func=lambda n: SAMPLERS[n].label,
-    )
-    kinds = ("tweedie", "learned", "exact")
-    kind = st.sidebar.selectbox("projection T", kinds, key=C.url_state("pkind", "tweedie", kinds))
-    strength = st.sidebar.number_input(
-        "projection strength dmu",
-        0.0,
-        1000.0,
-        step=0.5,
-        key=C.url_state("pstrength", C.default_strength(), lo=0.0),
-    )
-    base = replace(run, sampler="euler_maruyama", projection=False)
-    proj = replace(run, sampler=variant, projection=True, proj_kind=kind, strength=float(strength))
+    proj = W.projection_controls(PAGE)
+    base = replace(proj, sampler="euler_maruyama", strength=None)
     return Settings(base, proj, int(st.session_state.get("view_step", 0)))
 
 
-def quality(spec: C.RunSpec, traj: C.Trajectory) -> dict:
+def quality(spec: RunSpec, src: ScoreSource, density, traj: Trajectory) -> dict:
     """KL (k-NN, mixtures) and exact W2 to data of the final samples, with their floors."""
-    return _quality(spec, traj.paths[-1], bool(traj.error))
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _quality(spec: C.RunSpec, final: np.ndarray, diverged: bool) -> dict:
-    from geoflow.metrics import exact_w2, kl_knn
-
-    density = C.resolve_density(spec.density)
-    m = final.shape[0]
-    data_a = density.sample(m, C.generator(spec.seed, 31)).numpy()
-    data_b = density.sample(m, C.generator(spec.seed, 32)).numpy()
-    out = {
-        "w2": float("nan"),
-        "w2_floor": exact_w2(data_a, data_b),
-        "kl": float("nan"),
-        "kl_floor": float("nan"),
-    }
-    if diverged or not np.all(np.isfinite(final)):
-        return out
-    out["w2"] = exact_w2(final.astype(np.float64), data_a)
-    if isinstance(density, GaussianMixture):
-        try:
-            out["kl"] = kl_knn(final, density.log_prob)
-            out["kl_floor"] = kl_knn(data_a, density.log_prob)
-        except ValueError:
-            pass
-    return out
+    dk = sources.density_key(spec.data)
+    return cache.final_quality(spec, dk, src.key, density, traj.final, bool(traj.error))
 
 
 def compute(s: Settings) -> dict | None:
-    got_a = C.prepare(s.base)
+    got_a = W.prepare(s.base)
     if got_a is None:
         return None
-    src, ta = got_a
+    src, density, ta = got_a
+    dk = sources.density_key(s.base.data)
     try:
-        tb = C.trajectory(s.proj, src.key, src)
+        tb = cache.trajectory(s.proj, dk, src.key, density, src)
         # the NFE-matched baseline the paper omits: Euler-Maruyama with twice the steps
-        em2 = replace(s.base, steps=min(2 * s.base.steps, C.MAX_STEPS))
-        tc = C.trajectory(em2, src.key, src)
-    except (ValueError, RuntimeError) as e:
-        C.show_error(e, "projection run")
+        em2 = replace(s.base, steps=min(2 * s.base.steps, W.MAX_STEPS))
+        tc = cache.trajectory(em2, dk, src.key, density, src)
+    except W.APP_ERRORS as e:
+        W.show_error(e, "projection run")
         return None
     return {
         "src": src,
+        "density": density,
         "base": ta,
         "proj": tb,
-        "qa": quality(s.base, ta),
-        "qb": quality(s.proj, tb),
-        "em2": (em2, tc, quality(em2, tc)),
+        "qa": quality(s.base, src, density, ta),
+        "qb": quality(s.proj, src, density, tb),
+        "em2": (em2, tc, quality(em2, src, density, tc)),
     }
 
 
-def _generation(traj: C.Trajectory) -> tuple[np.ndarray, list[str]]:
+def _generation(traj: Trajectory) -> tuple[np.ndarray, list[str]]:
     k = traj.n_forward
     return traj.paths[k:], traj.labels[k:]
 
@@ -113,7 +76,7 @@ def render(s: Settings, r: dict | None) -> None:
     if r is None:
         return
     src, ta, tb = r["src"], r["base"], r["proj"]
-    bounds = C.plot_bounds(C.resolve_density(s.base.density), src.sde)
+    bounds = plot_bounds(r["density"], src.sde)
     colors = figures.position_colors(ta.noise)
     cols = st.columns(2)
     for col, spec, traj, q, key in ((cols[0], s.base, ta, r["qa"], "a"), (cols[1], s.proj, tb, r["qb"], "b")):
@@ -154,10 +117,10 @@ def render(s: Settings, r: dict | None) -> None:
         "at small n they cannot separate close samplers (see the floors)."
     )
     single_step(s, tb, colors, bounds)
-    curves(s, src)
+    curves(s, src, r["density"])
 
 
-def single_step(s: Settings, traj: C.Trajectory, colors: list[str], bounds: tuple[float, float]) -> None:
+def single_step(s: Settings, traj: Trajectory, colors: list[str], bounds: tuple[float, float]) -> None:
     """Predict, project and diffuse as separate moves: three frames per sampler step."""
     st.subheader("Single-step mode: predict → project → diffuse")
     if "x_pred" not in traj.moves:
@@ -206,16 +169,14 @@ def single_step(s: Settings, traj: C.Trajectory, colors: list[str], bounds: tupl
 
 
 @st.cache_data(max_entries=16, show_spinner="live sweep over steps and samplers ...")
-def live_sweep(spec: C.RunSpec, src_key: str, _src: C.ScoreSource, n: int = 1000) -> dict:
+def live_sweep(spec: RunSpec, density_key: str, source_key: str, _density, _src: ScoreSource, n: int = 1000) -> dict:
     """Quality against steps and NFE for several samplers on the same noise (this density, this score)."""
     rows: dict[str, list] = {"sampler": [], "steps": [], "nfe": [], "w2": [], "kl": []}
     for name in SWEEP_SAMPLERS:
         for steps in SWEEP_STEPS:
-            sp = replace(
-                spec, sampler=name, steps=steps, projection=name == "predict_project", n=n, spacing="default"
-            )
-            traj = C.trajectory(sp, src_key, _src)
-            q = _quality(sp, traj.paths[-1], bool(traj.error))
+            sp = replace(spec, sampler=name, steps=steps, n=n, spacing="default", strength=None, projection="tweedie")
+            traj = cache.trajectory(sp, density_key, source_key, _density, _src)
+            q = cache.final_quality(sp, density_key, source_key, _density, traj.final, bool(traj.error))
             rows["sampler"].append(name)
             rows["steps"].append(steps)
             rows["nfe"].append(traj.nfe)
@@ -228,16 +189,16 @@ def live_sweep(spec: C.RunSpec, src_key: str, _src: C.ScoreSource, n: int = 1000
 
 def shipped_section(name: str) -> str | None:
     """One benchmark's section of benchmarks/RESULTS.md (the shipped, measured tables), if present."""
-    path = C.ROOT / "benchmarks" / "RESULTS.md"
+    path = state.ROOT / "benchmarks" / "RESULTS.md"
     if not path.exists():
         return None
     m = re.search(rf"<!-- BEGIN {name} -->(.*?)<!-- END {name} -->", path.read_text(), re.S)
     return m.group(1).strip() if m else None
 
 
-def curves(s: Settings, src: C.ScoreSource) -> None:
+def curves(s: Settings, src: ScoreSource, density) -> None:
     st.subheader("Quality against steps and against NFE")
-    plot = C.ROOT / "benchmarks" / "projection_quality_vs_nfe.png"
+    plot = state.ROOT / "benchmarks" / "projection_quality_vs_nfe.png"
     section = shipped_section("projection")
     if plot.exists() or section:
         with st.expander("shipped benchmark results (benchmarks/RESULTS.md, projection section)"):
@@ -253,9 +214,9 @@ def curves(s: Settings, src: C.ScoreSource) -> None:
     ):
         return
     try:
-        rows = live_sweep(replace(s.base, n=1000), src.key, src)
-    except (ValueError, RuntimeError) as e:
-        C.show_error(e, "live sweep")
+        rows = live_sweep(replace(s.base, n=1000), sources.density_key(s.base.data), src.key, density, src)
+    except W.APP_ERRORS as e:
+        W.show_error(e, "live sweep")
         return
     use_kl = np.isfinite(rows["kl"]).any()
     metric, floor = ("kl", rows["kl_floor"]) if use_kl else ("w2", rows["w2_floor"])
@@ -271,7 +232,7 @@ def curves(s: Settings, src: C.ScoreSource) -> None:
             if fig is None:
                 fig = figures.line_chart(
                     x,
-                    {SAMPLERS[name].label: y},
+                    {W.label(name): y},
                     title=f"{metric.upper()} vs {xkey}",
                     xaxis=xkey,
                     yaxis=metric.upper(),
@@ -280,17 +241,18 @@ def curves(s: Settings, src: C.ScoreSource) -> None:
                     log_y=True,
                 )
             else:
-                fig.add_scatter(x=x, y=y, name=SAMPLERS[name].label, mode="lines+markers")
+                fig.add_scatter(x=x, y=y, name=W.label(name), mode="lines+markers")
         col.plotly_chart(fig, theme=None, key=f"sweep_{xkey}")
     st.download_button(
         "CSV of the sweep",
-        figures.table_csv({k: rows[k] for k in ("sampler", "steps", "nfe", "w2", "kl")}),
+        export.table_csv({k: rows[k] for k in ("sampler", "steps", "nfe", "w2", "kl")}),
         file_name="geoflow_sweep.csv",
         key="sweep_csv",
     )
 
 
 settings = controls()
-C.sync_url()
+state.sync_url()
 st.title("Projection: predict-project against Euler-Maruyama")
+state.show_notices()
 render(settings, compute(settings))

@@ -7,9 +7,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-import common as C
 import numpy as np
+import sources
+import state
 import streamlit as st
+import widgets as W
 from training import GENERATORS, MAX_TRAIN_STEPS, Job, model_bytes, parse_text_points, run_job, sklearn_points
 
 from geoflow import figures
@@ -39,12 +41,12 @@ def drawn_points(selection: dict, seed: int) -> np.ndarray:
 
 def add_density(name: str, points: np.ndarray) -> None:
     dens = PointCloud(points, name=name)
-    dens.uid = C.new_id()  # cache keys tell this session's "my_data" from another session's
-    C.user_densities()[name] = dens
+    dens.uid = sources.new_id()  # cache keys tell this session's "my_data" from another session's
+    sources.user_densities()[name] = dens
     st.session_state["train_density"] = name
     if dens.message:
         st.warning(dens.message)
-    st.success(f"density {C.USER_PREFIX}{name} created from {len(points)} points; pick it on any page")
+    st.success(f"density {sources.USER_PREFIX}{name} created from {len(points)} points; pick it on any page")
 
 
 # --------------------------------------------------------------------------- page
@@ -91,7 +93,7 @@ def data_panel(s: Settings) -> None:
             try:
                 add_density(s.name, drawn_points(sel, 0))
             except ValueError as e:
-                C.show_error(e)
+                W.show_error(e)
     elif s.source == "upload CSV":
         up = st.file_uploader(
             f"CSV with two numeric columns x, y ({MIN_POINTS} to any number of rows; more than "
@@ -104,7 +106,7 @@ def data_panel(s: Settings) -> None:
                 pts = read_points_csv(io.BytesIO(up.getvalue()))
                 add_density(s.name, pts)
             except ValueError as e:
-                C.show_error(e, f"could not read {up.name}")
+                W.show_error(e, f"could not read {up.name}")
     else:
         text = st.text_area(
             "one 'x, y' pair per line", height=160, key="points_text", placeholder="0.1, 0.2\n-1.0, 1.5\n..."
@@ -113,11 +115,11 @@ def data_panel(s: Settings) -> None:
             try:
                 add_density(s.name, parse_text_points(text))
             except ValueError as e:
-                C.show_error(e)
+                W.show_error(e)
 
 
 def preview() -> None:
-    dens = C.user_densities()
+    dens = sources.user_densities()
     if not dens:
         st.info("No density of yours yet: make one above.")
         return
@@ -151,33 +153,33 @@ def train_panel(name: str) -> None:
     job: Job | None = st.session_state.get("job")
     busy = job is not None and not job.done
     if st.button("train", key="train_go", disabled=busy, type="primary"):
-        dens = C.user_densities()[name]
+        dens = sources.user_densities()[name]
         job = Job(name, int(steps), bool(with_proj))
         st.session_state["job"] = job
         threading.Thread(target=run_job, args=(job, dens.points, sde_name, int(width)), daemon=True).start()
     if st.session_state.get("job") is not None:
         job_status()
-    mine = C.user_models().get(name)
+    mine = sources.user_models().get(name)
     if mine is not None:
         s = mine["summary"]
         st.success(
             f"trained: {s['steps']} steps, loss {s['loss']:.4f}{' (stopped early)' if s['stopped'] else ''}. "
-            f"Pick density '{C.USER_PREFIX}{name}' on the Flows or Projection page (score: auto or session)."
+            f"Pick density '{sources.USER_PREFIX}{name}' on the Flows or Projection page (score: auto or session)."
         )
         cols = st.columns(3)
         if cols[2].button("open it on the Flows page", key="goto_flows", type="primary"):
-            st.session_state["goto_density"] = C.USER_PREFIX + name
-            st.session_state["goto_sde"] = mine["model"].sde.name
-            st.switch_page(str(C.ROOT / "app" / "views" / "flows.py"))
+            st.session_state["goto." + state.skey("flows", "density")] = sources.USER_PREFIX + name
+            st.session_state["goto." + state.skey("flows", "sde")] = mine["model"].sde.name
+            st.switch_page(str(state.ROOT / "app" / "views" / "flows.py"))
         cols[0].download_button(
-            "⬇ score model (.safetensors)",
+            "score model (.safetensors)",
             model_bytes(mine["model"]),
             file_name=f"{name}-{mine['model'].sde.name}.safetensors",
             key="dl_model",
         )
         if mine.get("projection") is not None:
             cols[1].download_button(
-                "⬇ projection model (.safetensors)",
+                "projection model (.safetensors)",
                 model_bytes(mine["projection"]),
                 file_name=f"{name}-proj.safetensors",
                 key="dl_proj",
@@ -193,8 +195,8 @@ def job_status() -> None:
     if job.done:
         if job.error:
             st.error(f"training failed: {job.error}")
-        elif job.result is not None and job.name in C.user_densities():
-            C.user_models()[job.name] = job.result
+        elif job.result is not None and job.name in sources.user_densities():
+            sources.user_models()[job.name] = job.result
             st.session_state["job"] = None
             st.rerun(scope="app")
         return

@@ -1,0 +1,253 @@
+"""The paper's predict-project samplers and their geometric variants (method.md section 3).
+
+One reverse step ``t -> t' = t - dt`` with ``b = beta(t)`` (the paper's beta, ``g(t)^2 / 2``):
+
+    predict:  x_pred = x + b (2 s_theta(x, t) + x) dt
+    project:  x_proj = x_pred + sqrt(b) * dmu * dt * T(x_pred, t')
+    diffuse:  x      = x_proj + sqrt(2 b dt) z        (no noise after the last step)
+
+Samplers (pure functions, the signature of ``geoflow.samplers``; the projection hooks ``T`` live in
+``geoflow.projection``):
+
+* :func:`sample_predict_project`: the paper's step, literally (Euler-Maruyama with the hook).
+* :func:`sample_predict_project_ancestral`: project toward the kernel mean, then the forward
+  kernel's Gaussian posterior noise (the DDPM ancestral step with a look-ahead denoiser).
+* :func:`sample_predict_project_renoise`: the paper's step plus the noise its projection removed.
+* :func:`sample_predict_project_langevin`: a Langevin step of the flow of ``KL(mu || p_t')``
+  after every Euler-Maruyama step; it projects with the score itself and takes no T.
+
+``DEFAULT_STRENGTHS`` holds each sampler's measured default strength (benchmarks/projection.py);
+``geoflow.registry`` publishes them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from geoflow.projection import TweedieProjection, shrink_factor
+from geoflow.samplers import Callback, Projection, SamplerRun, euler_maruyama_steps
+from geoflow.score import ScoreFn, batch_time
+from geoflow.sde import SDE, paper_beta
+
+# Default strengths = the one fixed value per sampler that measured best over every data set and N
+# in benchmarks/projection.py (grids: dmu in {0.5, 1, 2, 4}; ancestral {0.25, 0.5, 1}; Langevin
+# {0.05, 0.1, 0.2, 0.4}); see the "projection" section of benchmarks/RESULTS.md. Units differ:
+# dmu for the paper's step and renoise, the look-ahead weight for ancestral, eps / s(t')^2 for
+# Langevin.
+DEFAULT_STRENGTHS: dict[str, float] = {
+    "predict_project": 1.0,
+    "predict_project_ancestral": 0.25,
+    "predict_project_langevin": 0.4,
+    "predict_project_renoise": 0.5,
+}
+
+
+def _strength(name: str, strength: float | None) -> float:
+    value = DEFAULT_STRENGTHS[name] if strength is None else float(strength)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"projection strength must be a finite number >= 0, got {strength!r}")
+    return value
+
+
+def _default_projection(project: Projection | None, score_fn: ScoreFn, sde: SDE) -> Projection:
+    return project if project is not None else TweedieProjection(score_fn, sde)
+
+
+@torch.no_grad()
+def sample_predict_project(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    project: Projection | None = None,
+    strength: float | None = None,
+    final_denoise: bool = True,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The paper's predict-project sampler (method.md section 3), 2 NFE per step.
+
+    predict ``x_pred = x + b (2 s + x) dt``; project ``x_proj = x_pred + sqrt(b) dmu dt T``;
+    diffuse ``x = x_proj + sqrt(2 b dt) z`` (none after the last step). ``project`` defaults to
+    the training-free Tweedie projection of ``score_fn``; ``strength`` is ``dmu``.
+    """
+    strength = _strength("predict_project", strength)
+    return euler_maruyama_steps(
+        score_fn,
+        sde,
+        x,
+        ts,
+        project=_default_projection(project, score_fn, sde),
+        strength=strength,
+        final_denoise=final_denoise,
+        callback=callback,
+        generator=generator,
+    )
+
+
+@torch.no_grad()
+def sample_predict_project_ancestral(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    project: Projection | None = None,
+    strength: float | None = None,
+    final_denoise: bool = True,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Geometric variant: project toward the kernel mean, then the posterior noise (2 NFE per step).
+
+    The paper's projection under-noises (method.md section 3): it pulls toward the kernel mean
+    ``a(t') x_0`` and adds only ``2 b dt`` of variance. This variant lands on the forward kernel's
+    Gaussian posterior ``q(x_t' | x_t, x_0) = N(mu, v)`` instead, which for Gaussian data keeps the
+    sample on the gradient-flow path:
+
+        x0_hat  = Tweedie(x, t)                                   (1 NFE)
+        predict: x_pred = x + b (2 s + x) dt
+        project: m = x_pred + ((2 + c) / 2) T(x_pred, t, t')      (1 NFE; m estimates a(t') x_0)
+                 x0_use = x0_hat + strength (m / a(t') - x0_hat)
+        diffuse: x = (r s'^2 / s^2) x + (a' v_k / s^2) x0_use + sqrt(s'^2 v_k / s^2) z
+
+    with ``r = a(t) / a(t')``, ``v_k = s^2 - r^2 s'^2`` (the kernel's variance from t' to t).
+    ``strength = 0`` is exactly the DDPM ancestral step (``ddim`` with eta = 1); ``strength = 1``
+    uses only the projection's look-ahead estimate. The callback's ``x_proj`` is the posterior
+    mean before the noise.
+    """
+    strength = _strength("predict_project_ancestral", strength)
+    project = _default_projection(project, score_fn, sde)
+    run = SamplerRun(score_fn, sde, x, ts, callback)
+    n = run.n
+    path = run.brownian(x, generator)
+    for i, t, t_next in run.steps():
+        if final_denoise and i == n - 1:
+            return run.final(i, x, t)
+        dt = t - t_next
+        a, s = float(sde.alpha(t)), float(sde.sigma(t))
+        a2, s2 = float(sde.alpha(t_next)), float(sde.sigma(t_next))
+        # predict: the Euler step of the reverse drift
+        x_pred, x0_hat = run.predict(x, t, dt)
+        # project: the kernel mean a(t') x_0 estimated at the predicted point
+        T = project(x_pred, batch_time(t, x), batch_time(t_next, x))
+        run.nfe += project.nfe_per_call
+        m = x_pred + T / float(shrink_factor(sde, torch.tensor(t, dtype=torch.float64)))
+        x0_use = x0_hat + strength * (m / a2 - x0_hat)
+        r = a / a2
+        v_k = max(s * s - r * r * s2 * s2, 0.0)
+        mean = (r * s2 * s2 / (s * s)) * x + (a2 * v_k / (s * s)) * x0_use
+        # diffuse: exactly the posterior's spread
+        z = path.increment(t_next) / math.sqrt(dt)
+        x = mean + math.sqrt(s2 * s2 * v_k / (s * s)) * z
+        run.report(i, t_next, x, x0_hat, x_pred=x_pred, x_proj=mean)
+    return x
+
+
+@torch.no_grad()
+def sample_predict_project_renoise(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    project: Projection | None = None,
+    strength: float | None = None,
+    final_denoise: bool = True,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The paper's step plus the noise its projection removed (2 NFE per step).
+
+    The projection ``sqrt(b) dmu dt T`` moves x_pred a fraction ``lam = sqrt(b) dmu dt 2/(2+c)``
+    of the way to the kernel mean (exactly so for the optimal T), shrinking its spread around
+    that mean, about ``s(t')^2 - 2 b dt`` before the noise, by ``(1 - lam)^2``. The diffuse step
+    adds that variance back on top of Euler-Maruyama's:
+
+        v = 2 b dt + lam (2 - lam) max(s(t')^2 - 2 b dt, 0),   x = x_proj + sqrt(v) z,
+
+    so the sample keeps the marginal's spread (no noise after the last step, as the paper).
+    """
+    strength = _strength("predict_project_renoise", strength)
+    project = _default_projection(project, score_fn, sde)
+    run = SamplerRun(score_fn, sde, x, ts, callback)
+    n = run.n
+    path = run.brownian(x, generator)
+    for i, t, t_next in run.steps():
+        if final_denoise and i == n - 1:
+            return run.final(i, x, t)
+        dt = t - t_next
+        b = float(paper_beta(sde, t))
+        # predict
+        x_pred, x0_hat = run.predict(x, t, dt)
+        # project: the paper's move, a fraction lam of the way to the kernel mean
+        T = project(x_pred, batch_time(t, x), batch_time(t_next, x))
+        run.nfe += project.nfe_per_call
+        x_proj = x_pred + math.sqrt(b) * strength * dt * T
+        lam = min(math.sqrt(b) * strength * dt * float(shrink_factor(sde, torch.tensor(t))), 1.0)
+        # diffuse: Euler-Maruyama's noise plus the spread the projection removed
+        var = 2.0 * b * dt + lam * (2.0 - lam) * max(float(sde.sigma(t_next)) ** 2 - 2.0 * b * dt, 0.0)
+        dw = path.increment(t_next)
+        last = i == n - 1
+        x = x_proj if last else x_proj + math.sqrt(var / dt) * dw
+        run.report(i, t_next, x, x0_hat, x_pred=x_pred, x_proj=x_proj)
+    return x
+
+
+@torch.no_grad()
+def sample_predict_project_langevin(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    project: Projection | None = None,
+    strength: float | None = None,
+    final_denoise: bool = True,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Geometric variant: project onto the path's point by its own Wasserstein gradient flow.
+
+    The point of the gradient-flow path at t' is the measure ``p_t'``; the Wasserstein gradient
+    flow of ``KL(mu || p_t')`` moves any ``mu`` toward it (method.md section 2, the energy-based
+    view), and one Langevin step is its particle discretisation (the heat part exact, as in the
+    JKO split). So, per step (2 NFE):
+
+        predict: x_pred = x + b (2 s(x, t) + x) dt + sqrt(2 b) dW        (Euler-Maruyama)
+        project: x      = x_pred + eps s(x_pred, t') + sqrt(2 eps) z',   eps = strength * s(t')^2
+
+    ``eps`` scales with the marginal's noise variance ``s(t')^2``, the length scale of ``p_t'``'s
+    finest features. This is a predictor-corrector scheme (Song et al. 2021) whose corrector comes
+    after the predictor, with a geometric step size instead of the signal-to-noise rule; ``z'`` is
+    drawn from a second generator seeded from ``generator``. With ``final_denoise`` the step
+    before the final denoising projects too (it ends on p_{t_{N-1}}), the final step does not.
+    Its projection is the score itself: passing a ``project`` hook is an error.
+    """
+    if project is not None:
+        raise ValueError(
+            "predict_project_langevin projects with the score itself and takes no projection T; "
+            "drop the T (or choose predict_project, predict_project_ancestral or predict_project_renoise)"
+        )
+    strength = _strength("predict_project_langevin", strength)
+    run = SamplerRun(score_fn, sde, x, ts, callback)
+    n = run.n
+    path = run.brownian(x, generator)
+    g_proj = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    for i, t, t_next in run.steps():
+        if final_denoise and i == n - 1:
+            return run.final(i, x, t)
+        dt = t - t_next
+        b = float(paper_beta(sde, t))
+        # predict: a full Euler-Maruyama step
+        x_pred, x0_hat = run.predict(x, t, dt)
+        x_pred = x_pred + math.sqrt(2.0 * b) * path.increment(t_next)
+        # project: one Langevin step of the flow of KL(mu || p_t') toward the path's point
+        eps = strength * float(sde.sigma(t_next)) ** 2
+        z = torch.randn(x.shape, generator=g_proj, dtype=x.dtype).to(x.device)
+        x = x_pred + eps * run.score(x_pred, t_next) + math.sqrt(2.0 * eps) * z
+        run.report(i, t_next, x, x0_hat, x_pred=x_pred, x_proj=x)
+    return x
