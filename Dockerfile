@@ -1,28 +1,51 @@
-# geoflow: the Streamlit app on the shipped pretrained models, CPU only.
-#   docker build -t geoflow .
-#   docker run --rm -p 8501:8501 geoflow        # then open http://localhost:8501
-# requirements.txt pins torch exactly (torch==2.13.0); installing it as is keeps the image reproducible.
-FROM python:3.11-slim
+# geoflow: the Streamlit app on the shipped pretrained models.
+#   docker build -t geoflow .                                   # CPU torch (default)
+#   docker run --rm -p 8501:8501 geoflow                        # then open http://localhost:8501
+# GPU host (NVIDIA driver + container toolkit; the CUDA wheels bundle the CUDA runtime):
+#   docker build --build-arg TORCH_VARIANT=cu126 -t geoflow:cuda .
+#   docker run --rm --gpus all -p 8501:8501 geoflow:cuda
+# Only requirements.txt (runtime pins) is installed; test and lint tools live in requirements-dev.txt.
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
+# ---- dependencies: a virtual environment built once, reused while only the code changes ----
+FROM python:3.11-slim AS deps
+
+# torch comes from the PyTorch wheel index of this variant: cpu, or a CUDA one such as cu126.
+# TORCH_VERSION must equal the torch pin of requirements.txt (tests/test_docker.py checks it).
+ARG TORCH_VARIANT=cpu
+ARG TORCH_VERSION=2.13.0
+
+ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    STREAMLIT_BROWSER_GATHER_USAGE_STATS=false \
-    PYTHONPATH=/app
+    PATH=/opt/venv/bin:$PATH
 
-WORKDIR /app
+# torch first, from its own index: the default (PyPI) Linux torch is the multi-GB CUDA build.
+# requirements.txt then finds torch==2.13.0 already satisfied (2.13.0+cpu matches the pin).
+RUN python -m venv /opt/venv \
+    && pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" "torch==${TORCH_VERSION}"
 
-# dependencies first: this layer is reused while only the code changes
+WORKDIR /build
 COPY requirements.txt ./
 RUN pip install -r requirements.txt
 
+# ---- runtime: the venv, the code and the pretrained models; nothing is downloaded at run time ----
+FROM python:3.11-slim AS runtime
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    STREAMLIT_BROWSER_GATHER_USAGE_STATS=false \
+    PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app
+
+RUN useradd --create-home --uid 10001 geoflow
+
+COPY --from=deps /opt/venv /opt/venv
+
+WORKDIR /app
+# the package runs from /app (PYTHONPATH): geoflow finds pretrained/ next to itself
 COPY geoflow/ geoflow/
 COPY app/ app/
 COPY pretrained/ pretrained/
 COPY .streamlit/ .streamlit/
-# the package runs from /app (PYTHONPATH): geoflow finds pretrained/ next to itself
-RUN useradd --create-home --uid 10001 geoflow
 
 USER 10001
 EXPOSE 8501
