@@ -52,7 +52,12 @@ def path_metrics(
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def final_quality(
-    spec: run.RunSpec, density_key: str, source_key: str, _density: Density, _final: np.ndarray, diverged: bool
+    spec: run.RunSpec,
+    density_key: str,
+    source_key: str,
+    _density: Density,
+    _final: np.ndarray,
+    diverged: bool,
 ) -> dict:
     """Cached :func:`geoflow.overlays.final_quality` of a run's final samples."""
     return overlays.final_quality(spec, _density, _final, diverged)

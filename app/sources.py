@@ -71,7 +71,11 @@ def session_source(name: str) -> ScoreSource | None:
     if mine is None:
         return None
     return model_source(
-        mine["model"], f"session:{mine['id']}", "your trained model", mine.get("projection"), resolve_density(name)
+        mine["model"],
+        f"session:{mine['id']}",
+        "your trained model",
+        mine.get("projection"),
+        resolve_density(name),
     )
 
 
@@ -80,4 +84,6 @@ def score_source(spec: RunSpec) -> ScoreSource:
     if spec.is_image:
         return resolve_source(spec)
     density = resolve_density(spec.data)
-    return resolve_source(spec, density, session=session_source(spec.data), density_key=density_key(spec.data))
+    return resolve_source(
+        spec, density, session=session_source(spec.data), density_key=density_key(spec.data)
+    )

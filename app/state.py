@@ -51,7 +51,9 @@ def skey(page: str, name: str) -> str:
     return f"{page}.{name}"
 
 
-def parse_value(raw: str, default: Any, valid: Sequence[Any] | None = None, lo: Any = None, hi: Any = None) -> Any:
+def parse_value(
+    raw: str, default: Any, valid: Sequence[Any] | None = None, lo: Any = None, hi: Any = None
+) -> Any:
     """Parse one URL value to the type of ``default`` and check it.
 
     Raises:

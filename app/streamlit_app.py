@@ -16,7 +16,9 @@ st.set_page_config(page_title="geoflow", page_icon=":material/cyclone:", layout=
 
 PAGES = [
     st.Page(HERE / "views" / "flows.py", title="Flows (2-D)", icon=":material/cyclone:", default=True),
-    st.Page(HERE / "views" / "projection.py", title="Projection", icon=":material/target:", url_path="projection"),
+    st.Page(
+        HERE / "views" / "projection.py", title="Projection", icon=":material/target:", url_path="projection"
+    ),
     st.Page(HERE / "views" / "images.py", title="Images", icon=":material/image:", url_path="images"),
     st.Page(HERE / "views" / "train.py", title="Train your own", icon=":material/edit:", url_path="train"),
     st.Page(HERE / "views" / "maths.py", title="The maths", icon=":material/functions:", url_path="maths"),

@@ -105,7 +105,7 @@ def run_job(job: Job, points: np.ndarray, sde_name: str, width: int) -> None:
         )
         proj = None
         if job.with_projection and not job.stop.is_set():
-            from geoflow.projection import train_projection
+            from geoflow.train import train_projection
 
             job.phase = "projection network"
             pcfg = TrainConfig(steps=max(200, job.steps // 3), batch_size=256, lr=1e-3, seed=1)

@@ -46,7 +46,13 @@ def _data_controls(page: str, c: Any) -> None:
         key=state.url_state(page, "score", "auto", SCORES),
         help="auto: your model for your data, else the shipped pretrained model, else the exact mixture score",
     )
-    c.radio("SDE", SDE_NAMES, horizontal=True, key=state.url_state(page, "sde", "vp", SDE_NAMES), format_func=str.upper)
+    c.radio(
+        "SDE",
+        SDE_NAMES,
+        horizontal=True,
+        key=state.url_state(page, "sde", "vp", SDE_NAMES),
+        format_func=str.upper,
+    )
 
 
 def _steps_controls(page: str, c: Any, default_steps: int = 50) -> None:
@@ -117,7 +123,9 @@ def run_controls(page: str, container: Any = None) -> RunSpec:
     c = container if container is not None else st.sidebar
     _data_controls(page, c)
     names = list(STANDARD_SAMPLERS)
-    c.selectbox("sampler", names, key=state.url_state(page, "sampler", "euler_maruyama", names), format_func=label)
+    c.selectbox(
+        "sampler", names, key=state.url_state(page, "sampler", "euler_maruyama", names), format_func=label
+    )
     _steps_controls(page, c)
     proj = c.toggle(
         "projection step (predict-project)",
@@ -140,7 +148,9 @@ def projection_controls(page: str, container: Any = None) -> RunSpec:
     _steps_controls(page, c, default_steps=20)
     names = list(PREDICT_PROJECT_SAMPLERS)
     key = state.url_state(page, "sampler", names[0], names)
-    c.selectbox("projection sampler", names, key=key, format_func=label, on_change=reset_strength, args=(page, key))
+    c.selectbox(
+        "projection sampler", names, key=key, format_func=label, on_change=reset_strength, args=(page, key)
+    )
     sampler = st.session_state[key]
     takes_t = get_sampler(sampler).takes_projection
     kind = t_control(page, c, T_KINDS, disabled=not takes_t)
@@ -180,7 +190,9 @@ def prepare(spec: RunSpec) -> tuple[ScoreSource, Any, Trajectory] | None:
     return src, density, traj
 
 
-def export_panel(fig: Any, traj: Trajectory, frame: int, bounds: tuple[float, float], csv: bytes, key: str) -> None:
+def export_panel(
+    fig: Any, traj: Trajectory, frame: int, bounds: tuple[float, float], csv: bytes, key: str
+) -> None:
     """Download buttons: PNG / SVG of a frame (kaleido), GIF / MP4 of the animation, CSV of numbers.
 
     Encoding a movie costs seconds, so each export is made on request (a button), then offered.
@@ -188,7 +200,9 @@ def export_panel(fig: Any, traj: Trajectory, frame: int, bounds: tuple[float, fl
     from geoflow import export, figures
 
     cols = st.columns(5)
-    cols[4].download_button("CSV of positions", csv, file_name=f"{key}.csv", mime="text/csv", key=f"{key}_csv")
+    cols[4].download_button(
+        "CSV of positions", csv, file_name=f"{key}.csv", mime="text/csv", key=f"{key}_csv"
+    )
     store = st.session_state.setdefault("exports", {})
     for col, fmt in zip(cols[:4], ("png", "svg", "gif", "mp4"), strict=True):
         sk = f"{key}_{fmt}"

@@ -10,9 +10,9 @@ Conventions (design.md, "The app"): float32 arrays (plotly sends them base64-enc
 ``go.Scatter`` in frames (SVG, not WebGL, so frames animate reliably), fixed axis ranges,
 ``uirevision`` so zoom survives reruns, particles coloured by their starting position.
 
-Also small builders for overlays and side charts (:func:`line_chart`, :func:`scatter_panel`,
-:func:`arrow_segments`, :func:`grid_lines`) and the float32 typed arrays plotly.js reads. Exports
-(PNG/SVG, GIF/MP4, CSV) live in :mod:`geoflow.export`.
+Also small builders for side charts (:func:`line_chart`, :func:`scatter_panel`), the float32 typed
+arrays plotly.js reads, and :func:`image_grid` (images tiled into one array). Exports (PNG/SVG,
+GIF/MP4, CSV, PNG image grids) live in :mod:`geoflow.export`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 import plotly.graph_objects as go
+import torch
 
 LayerKind = Literal["markers", "lines", "contour"]
 FONT = {"size": 16}
@@ -445,51 +446,29 @@ def scatter_panel(
     return fig
 
 
-def arrow_segments(base: np.ndarray, vec: np.ndarray, head: float = 0.3) -> np.ndarray:
-    """Arrows as one polyline with NaN breaks: shaft plus two barbs per arrow.
-
-    Args:
-        base: (m, 2) arrow tails.
-        vec: (m, 2) arrow vectors (already scaled to plot units).
-        head: barb length as a fraction of the arrow length.
-
-    Returns:
-        (7 m, 2) float32 points: tail, tip, NaN, barb, tip, barb, NaN for each arrow.
-    """
-    base = np.asarray(base, dtype=np.float64)
-    vec = np.asarray(vec, dtype=np.float64)
-    tip = base + vec
-    ang = math.radians(25)
-    rot = np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]])
-    back = -head * vec
-    b1 = tip + back @ rot.T
-    b2 = tip + back @ rot
-    nan = np.full_like(base, np.nan)
-    out = np.stack([base, tip, nan, b1, tip, b2, nan], axis=1).reshape(-1, 2)
-    return out.astype(np.float32)
-
-
-def grid_lines(bounds: tuple[float, float], n_lines: int = 11, n_points: int = 30) -> np.ndarray:
-    """Points of a square grid of lines, ordered as polylines with NaN breaks.
-
-    Returns:
-        (2 n_lines (n_points + 1), 2) float32; the NaN rows separate the lines.
-    """
-    lo, hi = bounds
-    a = np.linspace(lo, hi, n_lines)
-    s = np.linspace(lo, hi, n_points)
-    rows = []
-    for v in a:
-        rows.append(np.stack([s, np.full_like(s, v)], 1))
-        rows.append(np.full((1, 2), np.nan))
-    for v in a:
-        rows.append(np.stack([np.full_like(s, v), s], 1))
-        rows.append(np.full((1, 2), np.nan))
-    return np.concatenate(rows).astype(np.float32)
-
-
 def figure_json_bytes(fig: go.Figure) -> int:
     """Size in bytes of the JSON Streamlit sends for ``fig``."""
     import plotly.io as pio
 
     return len(pio.to_json(fig, validate=False).encode())
+
+
+# --------------------------------------------------------------------------- images
+def image_grid(x: torch.Tensor, nrow: int = 8, pad: int = 1, scale: int = 4) -> np.ndarray:
+    """Tile images ``(B, 1, H, W)`` in [-1, 1] into one uint8 array (rows, cols), grey padding."""
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"expected grey images of shape (B, 1, H, W), got {tuple(x.shape)}")
+    if nrow < 1 or scale < 1:
+        raise ValueError("nrow and scale must be >= 1")
+    b, _, h, w = x.shape
+    img = ((x.detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0]
+    img = img.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    h, w = h * scale, w * scale
+    ncol, nrows = min(nrow, b), math.ceil(b / nrow)
+    out = np.full((nrows * (h + pad) + pad, ncol * (w + pad) + pad), 128, dtype=np.uint8)
+    for k in range(b):
+        r, c = divmod(k, nrow)
+        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = (
+            img[k].numpy()
+        )
+    return out

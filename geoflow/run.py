@@ -222,8 +222,16 @@ def resolve_data(name: str) -> Density:
     return get_density(name)
 
 
-def model_source(model: ScoreModel, key: str, label: str, projection_model=None, density=None) -> ScoreSource:
-    """A :class:`ScoreSource` around a score network (and its projection network)."""
+def model_source(
+    model: ScoreModel,
+    key: str,
+    label: str,
+    projection_model: ProjectionModel | None = None,
+    density: Density | None = None,
+) -> ScoreSource:
+    """A :class:`ScoreSource` around a score network (and its projection network, checked to match it)."""
+    if projection_model is not None:
+        projection_model.check_matches(model, label)
     exact = density.score_fn(model.sde) if isinstance(density, GaussianMixture) else None
     return ScoreSource(model.score_fn(), model.sde, key, label, model, projection_model, exact)
 

@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from geoflow import export, figures  # noqa: E402
 from geoflow.checkpoints import read_manifest  # noqa: E402
+from geoflow.overlays import arrow_segments  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app" / "streamlit_app.py")
@@ -38,6 +39,11 @@ def run_page(page: str | None = None, params: dict | None = None, **state) -> Ap
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def flows(**settings) -> dict:
+    """Flows-page settings as session-state keys (``flows.<name>``)."""
+    return {f"flows.{k}": v for k, v in settings.items()}
 
 
 def specs(at: AppTest) -> list[dict]:
@@ -98,7 +104,7 @@ def test_position_colors_and_arrows():
     c = figures.position_colors(pts)
     assert len(c) == 3 and all(len(x) == 7 and x.startswith("#") for x in c)
     assert c[0] != c[1]
-    seg = figures.arrow_segments(np.zeros((2, 2)), np.array([[1.0, 0.0], [0.0, 2.0]]))
+    seg = arrow_segments(np.zeros((2, 2)), np.array([[1.0, 0.0], [0.0, 2.0]]))
     assert seg.shape == (14, 2) and seg.dtype == np.float32
     np.testing.assert_allclose(seg[1], [1.0, 0.0])
     np.testing.assert_allclose(seg[8], [0.0, 2.0])
@@ -130,7 +136,7 @@ def test_static_export_without_chromium_is_a_clear_error(monkeypatch):
 
 # --------------------------------------------------------------------------- Flows
 def test_flows_frames_follow_steps_and_projection_keeps_the_noise():
-    at = run_page(None, steps=12, n=200)
+    at = run_page(None, **flows(steps=12, n=200))
     (spec,) = [s for s in specs(at) if "sliders" in s["layout"]]
     labels = frame_labels(spec)
     assert sum(lab.startswith("generation") for lab in labels) == 12 + 1
@@ -138,14 +144,14 @@ def test_flows_frames_follow_steps_and_projection_keeps_the_noise():
     assert particles_at(spec, 0).shape == (200, 2)
     x_T = particles_at(spec, labels.index(next(lab for lab in labels if lab.startswith("generation"))))
 
-    at.sidebar.slider(key="steps").set_value(7).run()
+    at.sidebar.slider(key="flows.steps").set_value(7).run()
     assert not at.exception
     (spec,) = [s for s in specs(at) if "sliders" in s["layout"]]
     labels = frame_labels(spec)
     assert sum(lab.startswith("generation") for lab in labels) == 7 + 1
     assert "Euler-Maruyama" in spec["layout"]["title"]["text"]
 
-    at.sidebar.toggle(key="projection").set_value(True).run()
+    at.sidebar.toggle(key="flows.project").set_value(True).run()
     assert not at.exception
     (spec,) = [s for s in specs(at) if "sliders" in s["layout"]]
     assert "Predict-project" in spec["layout"]["title"]["text"]
@@ -154,11 +160,11 @@ def test_flows_frames_follow_steps_and_projection_keeps_the_noise():
     first_gen = labels.index(next(lab for lab in labels if lab.startswith("generation")))
     # the same initial noise x_T whatever the sampler and step count
     np.testing.assert_array_equal(particles_at(spec, first_gen), x_T)
-    assert at.query_params["projection"] == ["True"] or at.query_params["projection"] == "True"
+    assert at.query_params["project"] in (["True"], "True")
 
 
 def test_flows_overlay_adds_its_trace():
-    at = run_page(None, steps=5, n=100, overlays=["x0_hat", "velocity field"])
+    at = run_page(None, **flows(steps=5, n=100, overlays=["x0_hat", "velocity field"]))
     (spec,) = [s for s in specs(at) if "sliders" in s["layout"]]
     names = [d.get("name") for d in spec["data"]]
     assert "x0_hat (denoised estimate)" in names and "velocity field" in names
@@ -168,10 +174,12 @@ def test_flows_overlay_adds_its_trace():
 
 def test_flows_bad_url_falls_back_and_vp_only_pretrained_is_explained():
     at = run_page(None, params={"steps": "abc", "density": "nope", "n": "99999"})
-    assert at.session_state["steps"] == 50 and at.session_state["density"] == "eight_gaussians"
-    assert at.session_state["n"] == 2000  # clipped to the cap
-    at.sidebar.selectbox(key="density").set_value("two_moons")
-    at.sidebar.radio(key="sde").set_value("ve").run()
+    assert at.session_state["flows.steps"] == 50 and at.session_state["flows.density"] == "eight_gaussians"
+    assert at.session_state["flows.n"] == 1000  # out of range: the default, with a notice
+    notices = " ".join(w.value for w in at.warning)
+    assert "steps='abc'" in notices and "density='nope'" in notices and "n='99999'" in notices
+    at.sidebar.selectbox(key="flows.density").set_value("two_moons")
+    at.sidebar.radio(key="flows.sde").set_value("ve").run()
     assert not at.exception
     msgs = " ".join(e.value for e in at.error)
     if "two_moons-vp" not in read_manifest():
@@ -182,7 +190,8 @@ def test_flows_bad_url_falls_back_and_vp_only_pretrained_is_explained():
 
 def test_flows_diverging_sampler_is_a_message_not_a_traceback():
     at = run_page(
-        None, steps=3, n=100, projection=True, strength=1000.0, final_denoise=False, density="eight_gaussians"
+        None,
+        **flows(steps=3, n=100, project=True, strength=1000.0, final_denoise=False),
     )
     errors = " ".join(e.value for e in at.error)
     assert "diverged" in errors
@@ -191,24 +200,24 @@ def test_flows_diverging_sampler_is_a_message_not_a_traceback():
 
 def test_flows_absurd_combinations_never_raise():
     """Every sampler on both SDEs at N = 1 and 2, odd spacings, projection on: messages, never a traceback."""
-    from geoflow.samplers import sampler_names
+    from geoflow.registry import STANDARD_SAMPLERS
 
-    at = run_page(None, steps=1, n=50)
+    at = run_page(None, **flows(steps=1, n=50))
     for sde, spacing in (("vp", "logsnr"), ("ve", "quadratic")):
-        for name in [n for n in sampler_names() if not n.startswith("predict_project")]:
+        for name in STANDARD_SAMPLERS:
             for steps in (1, 2):
-                at.session_state["sde"] = sde
-                at.session_state["sampler"] = name
-                at.session_state["steps"] = steps
-                at.session_state["spacing"] = spacing
-                at.session_state["projection"] = steps == 2
+                at.session_state["flows.sde"] = sde
+                at.session_state["flows.sampler"] = name
+                at.session_state["flows.steps"] = steps
+                at.session_state["flows.spacing"] = spacing
+                at.session_state["flows.project"] = steps == 2
                 at.run()
                 assert not at.exception, (sde, spacing, name, steps, [e.value for e in at.exception])
                 assert at.get("plotly_chart") or at.error
 
 
 def test_flows_side_charts_w2_and_free_energy():
-    at = run_page(None, steps=4, n=120, side=True)
+    at = run_page(None, side=True, **flows(steps=4, n=120))
     assert not at.error, [e.value for e in at.error]
     by_title = {s["layout"]["title"]["text"]: s for s in specs(at) if "title" in s["layout"]}
     w2 = by_title["W2 to the exact marginal"]
@@ -225,17 +234,17 @@ def test_flows_side_charts_w2_and_free_energy():
 
 
 def test_flows_gif_export_from_memory():
-    at = run_page(None, steps=3, n=50)
+    at = run_page(None, **flows(steps=3, n=50))
     at.button(key="geoflow_flow_gif_make").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.session_state["exports"]["geoflow_flow_gif"][:6] in (b"GIF87a", b"GIF89a")
     labels = [b.proto.label for b in at.get("download_button")]
-    assert "⬇ GIF" in labels and "CSV of positions" in labels
+    assert "download GIF" in labels and "CSV of positions" in labels
 
 
 # --------------------------------------------------------------------------- Projection
 def test_projection_side_by_side_same_noise_and_zero_strength_matches_em():
-    at = run_page("projection", steps=8, n=200, pstrength=0.0)
+    at = run_page("projection", **{"projection.steps": 8, "projection.n": 200, "projection.strength": 0.0})
     anims = [s for s in specs(at) if "sliders" in s["layout"]]
     assert len(anims) >= 3  # EM, predict-project, single-step
     em, pp, single = anims[0], anims[1], anims[2]
@@ -251,7 +260,7 @@ def test_projection_side_by_side_same_noise_and_zero_strength_matches_em():
     assert labels[1].endswith("predict") and labels[2].endswith("project") and "diffuse" in labels[3]
     assert len(labels) == 1 + 3 * 7
 
-    at.sidebar.number_input(key="pstrength").set_value(2.0).run()
+    at.sidebar.number_input(key="projection.strength").set_value(2.0).run()
     assert not at.exception
     pp2 = [s for s in specs(at) if "sliders" in s["layout"]][1]
     assert not np.allclose(particles_at(pp2, -1), particles_at(pp, -1))
@@ -260,7 +269,7 @@ def test_projection_side_by_side_same_noise_and_zero_strength_matches_em():
 # --------------------------------------------------------------------------- Images
 def test_images_page():
     shipped = "digits-vp" in read_manifest()
-    at = run_page("images", img_steps=3, img_n=16)
+    at = run_page("images", **{"images.steps": 3, "images.n": 16})
     if not shipped:
         assert any("digits-vp" in e.value for e in at.error)
         return
@@ -269,7 +278,7 @@ def test_images_page():
     (pca,) = [s for s in specs(at) if "principal" in json.dumps(s["layout"])]
     n_frames = len(decode(pca["data"][1]["x"]))
     assert n_frames == 3 + 1  # x_T and one state per step
-    at.sidebar.slider(key="img_steps").set_value(5).run()
+    at.sidebar.slider(key="images.steps").set_value(5).run()
     (pca,) = [s for s in specs(at) if "principal" in json.dumps(s["layout"])]
     assert len(decode(pca["data"][1]["x"])) == 5 + 1
 
@@ -278,31 +287,26 @@ def test_images_page_mechanics_with_an_untrained_network(monkeypatch):
     """Grid, x_t / x0_hat strip and PCA path from any score network (random weights here, tiny cost)."""
     import streamlit as st
 
-    if str(ROOT / "app") not in sys.path:
-        sys.path.insert(0, str(ROOT / "app"))
-    import common
-
-    from geoflow.images import make_image_score_model
+    from geoflow import run as run_api
     from geoflow.sde import VPSDE
+    from geoflow.train import make_image_score_model
 
     model = make_image_score_model("digits", VPSDE()).eval()
-    monkeypatch.setattr(common, "pretrained_available", lambda name: name == "digits-vp")
-    monkeypatch.setattr(common, "pretrained_model", lambda name: model)
-    st.cache_resource.clear()
+    monkeypatch.setattr(run_api, "pretrained_available", lambda name: name == "digits-vp")
+    monkeypatch.setattr(run_api, "pretrained_pair", lambda name: (model, None))
     st.cache_data.clear()
     try:
-        at = run_page("images", img_steps=3, img_n=16, img_data="digits")
+        at = run_page("images", **{"images.steps": 3, "images.n": 16, "images.data": "digits"})
         assert not at.error, [e.value for e in at.error]
         assert len(at.get("image")) >= 4  # the sample grid and three x_t / x0_hat strips
         (pca,) = [s for s in specs(at) if "principal" in json.dumps(s["layout"])]
         assert len(decode(pca["data"][1]["x"])) == 3 + 1  # x_T and one state per step
-        at.sidebar.slider(key="img_steps").set_value(5).run()
+        at.sidebar.slider(key="images.steps").set_value(5).run()
         assert not at.exception and not at.error
         (pca,) = [s for s in specs(at) if "principal" in json.dumps(s["layout"])]
         assert len(decode(pca["data"][1]["x"])) == 5 + 1
         assert any("NFE = 5" in c.value for c in at.caption)
     finally:
-        st.cache_resource.clear()
         st.cache_data.clear()
 
 
@@ -360,9 +364,9 @@ def test_generator_density_then_used_on_flows():
     at.button(key="gen_go").click().run()
     assert not at.exception and not at.error
     at.switch_page("views/flows.py")
-    at.session_state["steps"] = 4
-    at.session_state["n"] = 100
-    at.session_state["density"] = "mine: my_data"
+    at.session_state["flows.steps"] = 4
+    at.session_state["flows.n"] = 100
+    at.session_state["flows.density"] = "mine: my_data"
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     (spec,) = [s for s in specs(at) if "sliders" in s["layout"]]
@@ -379,9 +383,9 @@ def test_two_sessions_with_the_same_density_name_do_not_share_cached_runs():
         at.text_area(key="points_text").set_value("\n".join(f"{a},{b}" for a, b in pts))
         at.button(key="text_go").click().run()
         at.switch_page("views/flows.py")
-        at.session_state["density"] = "mine: my_data"
-        at.session_state["steps"] = 3
-        at.session_state["n"] = 60
+        at.session_state["flows.density"] = "mine: my_data"
+        at.session_state["flows.steps"] = 3
+        at.session_state["flows.n"] = 60
         at.run()
         assert not at.exception and not at.error, [e.value for e in at.error]
         (spec,) = [s for s in specs(at) if "sliders" in s["layout"]]
@@ -417,10 +421,10 @@ def test_training_job_runs_stops_and_exports(tmp_path):
 
 # --------------------------------------------------------------------------- The maths
 def test_maths_page_and_prior_diagnostic():
-    at = run_page("maths", m_density="asymmetric")
+    at = run_page("maths", **{"maths.density": "asymmetric"})
     assert len(at.latex) >= 6
     assert len([s for s in specs(at)]) >= 4
     assert any("matches the prior" in s.value for s in at.success)
-    at.sidebar.slider(key="m_beta_max").set_value(0.5).run()
+    at.sidebar.slider(key="maths.beta_max").set_value(0.5).run()
     assert not at.exception
     assert any("far from the prior" in w.value for w in at.warning)

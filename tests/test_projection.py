@@ -11,22 +11,26 @@ import torch
 from geoflow.checkpoints import load_model, save_model
 from geoflow.densities import get_density
 from geoflow.nets import MLP, MLPConfig, UNet, UNetConfig
-from geoflow.projection import (
-    PROJECTION_KINDS,
-    ProjectionModel,
-    TweedieProjection,
-    make_projection,
-    new_projection_model,
+from geoflow.predict_project import (
+    DEFAULT_STRENGTHS,
     sample_predict_project,
     sample_predict_project_ancestral,
     sample_predict_project_langevin,
-    shrink_factor,
-    train_projection,
 )
-from geoflow.samplers import SAMPLERS, sample, sample_ddim, sample_euler_maruyama
+from geoflow.projection import (
+    PROJECTION_KINDS,
+    LearnedProjection,
+    ProjectionModel,
+    TweedieProjection,
+    make_projection,
+    shrink_factor,
+)
+from geoflow.registry import SAMPLERS, sample
+from geoflow.run import RunSpec, exact_source, model_source, resolve_projection
+from geoflow.samplers import sample_ddim, sample_euler_maruyama
 from geoflow.score import ScoreModel
 from geoflow.sde import VPSDE, append_dims
-from geoflow.train import TrainConfig
+from geoflow.train import TrainConfig, new_projection_model, train_projection
 
 SDE_ = VPSDE()
 PP_SAMPLERS = (
@@ -328,39 +332,40 @@ def test_shrink_factor_uses_the_papers_beta():
 
 
 # --------------------------------------------------------------------------- CLI
-def test_resolve_projection_defaults_and_errors(tmp_path):
-    from geoflow.cli_projection import resolve_projection
-    from geoflow.projection import DEFAULT_STRENGTHS, LearnedProjection
-
+def test_resolve_projection_defaults_and_errors():
+    """The run API's T: auto picks exact for an exact score, learned where a network exists."""
     mix = get_density("eight_gaussians")
-    proj, strength = resolve_projection(None, None, mix, SDE_)
-    assert isinstance(proj, TweedieProjection) and strength == DEFAULT_STRENGTHS["predict_project"]
+    src = exact_source(mix, SDE_, "eight_gaussians")
+    spec = RunSpec(data="eight_gaussians", score="exact", sampler="predict_project")
+    proj = resolve_projection(spec, src)
+    assert isinstance(proj, TweedieProjection)
     x = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
     t, tn = torch.full((5,), 0.5, dtype=torch.float64), torch.full((5,), 0.45, dtype=torch.float64)
     torch.testing.assert_close(
         proj(x, t, tn), make_projection("exact", score_fn=mix.score_fn(SDE_), sde=SDE_)(x, t, tn)
     )
-    assert resolve_projection(None, None, mix, SDE_, sampler="predict_project_langevin") == (
-        None,
-        DEFAULT_STRENGTHS["predict_project_langevin"],
-    )
-    with pytest.raises(ValueError, match="valid: learned, tweedie, exact"):
-        resolve_projection("bogus", None, mix, SDE_)
-    with pytest.raises(ValueError, match="needs a score network"):
-        resolve_projection("learned", None, mix, SDE_)
-    with pytest.raises(ValueError, match="drop --projection"):
-        resolve_projection("tweedie", None, mix, SDE_, sampler="predict_project_langevin")
-    with pytest.raises(ValueError, match=">= 0"):
-        resolve_projection(None, -1.0, mix, SDE_)
+    assert spec.effective_strength() == DEFAULT_STRENGTHS["predict_project"]
+    langevin = RunSpec(data="eight_gaussians", sampler="predict_project_langevin")
+    assert resolve_projection(langevin, src) is None
+    assert langevin.effective_strength() == DEFAULT_STRENGTHS["predict_project_langevin"]
+    with pytest.raises(ValueError, match="valid: auto, learned, tweedie, exact"):
+        RunSpec(sampler="predict_project", projection="bogus").validate()
+    with pytest.raises(ValueError, match="no learned projection network"):
+        resolve_projection(RunSpec(sampler="predict_project", projection="learned"), src)
+    with pytest.raises(ValueError, match="strength"):
+        RunSpec(sampler="predict_project", strength=-1.0).validate()
     torch.manual_seed(0)
     score_a = ScoreModel(MLP(MLPConfig(dim=2, width=16, depth=2)), SDE_, meta={"data": "eight_gaussians"})
     score_b = ScoreModel(MLP(MLPConfig(dim=2, width=16, depth=2)), SDE_, meta={"data": "eight_gaussians"})
-    path = save_model(new_projection_model(score_a, score_name="a"), tmp_path / "a-proj.safetensors")
-    proj, _ = resolve_projection("learned", 2.0, score_a, SDE_, str(path))
-    assert isinstance(proj, LearnedProjection)
+    proj_a = new_projection_model(score_a, score_name="a")
+    src_a = model_source(score_a, "a", "a", proj_a, mix)
+    learned = RunSpec(sampler="predict_project", projection="learned")
+    assert isinstance(resolve_projection(learned, src_a), LearnedProjection)
+    assert isinstance(resolve_projection(RunSpec(sampler="predict_project"), src_a), LearnedProjection)
     with pytest.raises(ValueError, match="does not match"):
-        resolve_projection("learned", 2.0, score_b, SDE_, str(path))
-    assert isinstance(resolve_projection("exact", None, score_a, SDE_)[0], TweedieProjection)
+        model_source(score_b, "b", "b", proj_a, mix)
+    exact = RunSpec(sampler="predict_project", projection="exact")
+    assert isinstance(resolve_projection(exact, src_a), TweedieProjection)
 
 
 def test_train_projection_cli(tmp_path, capsys):

@@ -12,33 +12,21 @@ import pytest
 import torch
 
 from geoflow.densities import get_density
+from geoflow.registry import SAMPLER_NAMES, SAMPLERS, STANDARD_SAMPLERS, get_sampler, sample
 from geoflow.samplers import (
-    CORE_SAMPLERS,
-    SAMPLERS,
     BrownianPath,
     SamplerDiverged,
-    get_sampler,
-    sample,
     sample_annealed_langevin,
     sample_ddim,
     sample_euler_maruyama,
     sample_predictor_corrector,
-    sampler_names,
 )
 from geoflow.score import tweedie_x0
 from geoflow.sde import VESDE, VPSDE, append_dims
 
 
-def _all_names() -> tuple[str, ...]:
-    """Every registered sampler; the core ones alone if the predict-project module fails to import."""
-    try:
-        return sampler_names()
-    except ImportError:
-        return tuple(SAMPLERS)
-
-
-NAMES = _all_names()
-CORE = CORE_SAMPLERS
+NAMES = SAMPLER_NAMES
+CORE = STANDARD_SAMPLERS
 DATA_STD = 0.5
 
 

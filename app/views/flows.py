@@ -39,7 +39,9 @@ def controls() -> Settings:
         asked = [o for o in raw.split(",") if o]
         bad = [o for o in asked if o not in OVERLAYS]
         if bad:
-            state.notice(f"URL setting overlays: unknown {', '.join(bad)!s} ignored; valid: {', '.join(OVERLAYS)}")
+            state.notice(
+                f"URL setting overlays: unknown {', '.join(bad)!s} ignored; valid: {', '.join(OVERLAYS)}"
+            )
         st.session_state[key] = [o for o in asked if o in OVERLAYS]
     ov = st.sidebar.multiselect(
         "draw with the particles",
@@ -49,7 +51,9 @@ def controls() -> Settings:
     )
     if ",".join(ov) != st.query_params.get("overlays", ""):
         st.query_params["overlays"] = ",".join(ov)
-    color_by = st.sidebar.radio("colour particles by", COLOR_BY, key=state.url_state(PAGE, "color_by", COLOR_BY[0], COLOR_BY))
+    color_by = st.sidebar.radio(
+        "colour particles by", COLOR_BY, key=state.url_state(PAGE, "color_by", COLOR_BY[0], COLOR_BY)
+    )
     frame = int(st.session_state.get("frame", 0))
     project = bool(state.get(PAGE, "project", False))
     return Settings(run, project, tuple(o for o in OVERLAYS if o in ov), color_by, frame)
@@ -99,7 +103,9 @@ def render(s: Settings, result: tuple | None) -> None:
         st.error(f"The sampler diverged: {traj.error} The frames up to that step are shown.")
     info = get_sampler(s.run.sampler)
     if s.project and info.family != "predict_project":
-        st.warning("The projection step belongs to Euler-Maruyama (predict-project); this sampler ignores it.")
+        st.warning(
+            "The projection step belongs to Euler-Maruyama (predict-project); this sampler ignores it."
+        )
     if src.sde.name not in info.sdes:
         st.warning(
             f"{info.label} is meant for the {'/'.join(x.upper() for x in info.sdes)} SDE; on "

@@ -40,7 +40,9 @@ def controls() -> Settings:
     beta_max = sb.slider(
         "VP beta_max", 0.5, 20.0, step=0.5, key=state.url_state(PAGE, "beta_max", 10.0, lo=0.5, hi=20.0)
     )
-    t_end = sb.slider("VP end time T", 0.1, 1.0, step=0.05, key=state.url_state(PAGE, "T", 1.0, lo=0.1, hi=1.0))
+    t_end = sb.slider(
+        "VP end time T", 0.1, 1.0, step=0.05, key=state.url_state(PAGE, "T", 1.0, lo=0.1, hi=1.0)
+    )
     sigma_max = sb.slider(
         "VE sigma_max", 1.0, 50.0, step=1.0, key=state.url_state(PAGE, "sigma_max", 10.0, lo=1.0, hi=50.0)
     )
@@ -105,7 +107,9 @@ def render(s: Settings) -> None:
     diagnostic(s)
 
 
-def theorem1(s: Settings, src: ScoreSource, traj: Trajectory, colors: list[str], bounds: tuple[float, float]) -> None:
+def theorem1(
+    s: Settings, src: ScoreSource, traj: Trajectory, colors: list[str], bounds: tuple[float, float]
+) -> None:
     st.header("Theorem 1: noising is the gradient flow of KL(mu || pi)")
     c1, c2 = st.columns([1, 1])
     with c1:

@@ -169,12 +169,16 @@ def single_step(s: Settings, traj: Trajectory, colors: list[str], bounds: tuple[
 
 
 @st.cache_data(max_entries=16, show_spinner="live sweep over steps and samplers ...")
-def live_sweep(spec: RunSpec, density_key: str, source_key: str, _density, _src: ScoreSource, n: int = 1000) -> dict:
+def live_sweep(
+    spec: RunSpec, density_key: str, source_key: str, _density, _src: ScoreSource, n: int = 1000
+) -> dict:
     """Quality against steps and NFE for several samplers on the same noise (this density, this score)."""
     rows: dict[str, list] = {"sampler": [], "steps": [], "nfe": [], "w2": [], "kl": []}
     for name in SWEEP_SAMPLERS:
         for steps in SWEEP_STEPS:
-            sp = replace(spec, sampler=name, steps=steps, n=n, spacing="default", strength=None, projection="tweedie")
+            sp = replace(
+                spec, sampler=name, steps=steps, n=n, spacing="default", strength=None, projection="tweedie"
+            )
             traj = cache.trajectory(sp, density_key, source_key, _density, _src)
             q = cache.final_quality(sp, density_key, source_key, _density, traj.final, bool(traj.error))
             rows["sampler"].append(name)

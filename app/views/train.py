@@ -14,7 +14,7 @@ import streamlit as st
 import widgets as W
 from training import GENERATORS, MAX_TRAIN_STEPS, Job, model_bytes, parse_text_points, run_job, sklearn_points
 
-from geoflow import figures
+from geoflow import export, figures
 from geoflow.densities import MAX_POINTS, MIN_POINTS, PointCloud, read_points_csv, validate_points
 
 DRAW_GRID = 48
@@ -134,7 +134,7 @@ def preview() -> None:
     st.plotly_chart(fig, theme=None, key="preview_chart")
     st.download_button(
         "CSV of these points",
-        figures.table_csv({"x": d.points[:, 0].tolist(), "y": d.points[:, 1].tolist()}),
+        export.table_csv({"x": d.points[:, 0].tolist(), "y": d.points[:, 1].tolist()}),
         file_name=f"{name}.csv",
         key="points_csv",
     )
