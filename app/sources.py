@@ -10,6 +10,7 @@ import uuid
 
 import cache
 import state  # noqa: F401  (puts the repository on sys.path)
+
 from geoflow.densities import DENSITY_NAMES, Density
 from geoflow.run import RunSpec, ScoreSource, model_source, resolve_source
 

@@ -44,7 +44,8 @@ def _data_controls(page: str, c: Any) -> None:
         "score",
         SCORES,
         key=state.url_state(page, "score", "auto", SCORES),
-        help="auto: your model for your data, else the shipped pretrained model, else the exact mixture score",
+        help="auto: your model for your data, else the shipped pretrained model, "
+        "else the exact mixture score",
     )
     c.radio(
         "SDE",
@@ -114,7 +115,8 @@ def t_control(page: str, c: Any, kinds: tuple[str, ...], disabled: bool) -> str:
         kinds,
         key=state.url_state(page, "projection", kinds[0], kinds),
         disabled=disabled,
-        help="learned: the shipped projection network; tweedie: training-free; exact: the mixture's exact score",
+        help="learned: the shipped projection network; tweedie: training-free; "
+        "exact: the mixture's exact score",
     )
 
 

@@ -24,7 +24,6 @@ from geoflow.samplers import (
 from geoflow.score import tweedie_x0
 from geoflow.sde import VESDE, VPSDE, append_dims
 
-
 NAMES = SAMPLER_NAMES
 CORE = STANDARD_SAMPLERS
 DATA_STD = 0.5

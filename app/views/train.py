@@ -164,7 +164,8 @@ def train_panel(name: str) -> None:
         s = mine["summary"]
         st.success(
             f"trained: {s['steps']} steps, loss {s['loss']:.4f}{' (stopped early)' if s['stopped'] else ''}. "
-            f"Pick density '{sources.USER_PREFIX}{name}' on the Flows or Projection page (score: auto or session)."
+            f"Pick density '{sources.USER_PREFIX}{name}' on the Flows or Projection page "
+            "(score: auto or session)."
         )
         cols = st.columns(3)
         if cols[2].button("open it on the Flows page", key="goto_flows", type="primary"):
