@@ -208,7 +208,8 @@ def _add_learned(case: Case, model, model_name: str) -> None:
 
 
 def image_case(name: str, n: int, seeds: tuple[int, ...]) -> Case | None:
-    from geoflow.images import image_quality, image_shape
+    from geoflow.images import image_shape
+    from geoflow.metrics import image_quality
 
     model_name, clf_name = f"{name}-vp", f"{name}-classifier"
     if model_name not in read_manifest() or clf_name not in read_manifest():

@@ -37,7 +37,7 @@ def _builders() -> dict[str, Callable[[dict], nn.Module]]:
     except ImportError:  # pragma: no cover - optional module
         pass
     try:
-        from geoflow.images import Classifier
+        from geoflow.nets import Classifier
 
         kinds["classifier"] = Classifier.from_config
     except ImportError:  # pragma: no cover - optional module

@@ -23,7 +23,7 @@ from geoflow.densities import DENSITY_NAMES, PRESETS, GaussianMixture, load_dens
 from geoflow.samplers import SamplerDiverged, get_sampler, sample, sampler_names
 from geoflow.score import ScoreModel
 from geoflow.sde import SDE_NAMES, SPACINGS, make_sde
-from geoflow.train import TrainConfig, make_score_model_2d, train_score
+from geoflow.train import TrainConfig, make_score_model_2d, train_classifier, train_image_score, train_score
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 BENCH_SUITES = ("samplers", "training", "projection", "wgf", "app")
@@ -137,7 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         if _is_image_data(args):
-            model, summary = _images().train_image_score(args.data, sde, cfg, progress=update)
+            model, summary = train_image_score(args.data, sde, cfg, progress=update)
         else:
             dens = load_density(args.density)
             g = torch.Generator().manual_seed(args.seed + 10_000)
@@ -207,7 +207,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UserError(f"--out must end in .npy or .csv, got {path.name!r}")
     if _is_image_data(args):
         png = path.with_suffix(".png")
-        _images().save_image_grid(torch.from_numpy(out[:64]), png)
+        from geoflow.export import save_image_grid  # here: plotly loads only for image output
+
+        save_image_grid(torch.from_numpy(out[:64]), png)
         print(f"wrote {png}")
     print(f"wrote {path} {out.shape}")
     return 0
@@ -240,10 +242,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     """Train the feature classifier of an image set (for the Frechet-distance metric)."""
     _threads()
-    images = _images()
     update, close = _progress_bar(args.steps, "classifier")
     try:
-        model, summary = images.train_classifier(
+        model, summary = train_classifier(
             args.data, steps=args.steps, seed=args.seed, device=args.device, progress=update
         )
     finally:

@@ -6,6 +6,7 @@
   (no browser needed), as an animated GIF, or as an H.264 MP4 through the ffmpeg of the
   imageio-ffmpeg wheel.
 * :func:`paths_csv`, :func:`table_csv`: the numbers behind a figure, as CSV.
+* :func:`save_image_grid`: images as one PNG grid (:func:`geoflow.figures.image_grid`).
 
 Figures themselves are built in :mod:`geoflow.figures`; this module may import it, never the reverse.
 """
@@ -18,10 +19,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from typing import Any, Literal
+from pathlib import Path
+from typing import IO, Any, Literal
 
 import numpy as np
 import plotly.graph_objects as go
+import torch
+
+from geoflow.figures import image_grid
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 
@@ -158,3 +163,15 @@ def table_csv(columns: dict[str, Sequence[Any]]) -> bytes:
         ",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in r) for r in rows
     ]
     return ("\n".join(lines) + "\n").encode()
+
+
+def save_image_grid(
+    x: torch.Tensor, path_or_buffer: str | Path | IO[bytes], nrow: int = 8, scale: int = 4
+) -> None:
+    """Write images ``(B, 1, H, W)`` in [-1, 1] as one PNG grid (to a path or a binary buffer)."""
+    from PIL import Image
+
+    grid = Image.fromarray(image_grid(x, nrow=nrow, scale=scale), mode="L")
+    if isinstance(path_or_buffer, str | Path):
+        Path(path_or_buffer).parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path_or_buffer, format="PNG")

@@ -1,7 +1,8 @@
 """Raw networks. They know nothing about SDEs: input ``(x, t)``, output a tensor shaped like x.
 
 ``MLP`` serves 2-D data; image networks live beside it (see ``NET_KINDS``). Time enters through
-sinusoidal features of t in [0, 1].
+sinusoidal features of t in [0, 1]. The image :class:`Classifier` (input x only, output logits) is
+the feature network of the classifier-feature Fréchet distance (:func:`geoflow.metrics.image_quality`).
 """
 
 from __future__ import annotations
@@ -207,3 +208,76 @@ class UNet(nn.Module):
 
 
 NET_KINDS["unet"] = (UNetConfig, UNet)
+
+
+# --------------------------------------------------------------------------- image classifier
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """A small CNN: two conv stages (GroupNorm, SiLU), pooling to 2x2, a feature layer, logits."""
+
+    data: str = "digits"
+    in_ch: int = 1
+    n_classes: int = 10
+    width: int = 32
+    feat_dim: int = 64
+    kind: str = "classifier"
+
+
+class Classifier(nn.Module):
+    """Image classifier whose penultimate layer is the feature space of the Fréchet distance.
+
+    Input ``(B, C, H, W)`` in [-1, 1]; ``features`` -> ``(B, feat_dim)``; ``forward`` -> logits
+    ``(B, n_classes)``.
+    """
+
+    def __init__(self, cfg: ClassifierConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+
+        def conv(c_in: int, c_out: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.GroupNorm(8, c_out), nn.SiLU()]
+
+        self.body = nn.Sequential(
+            *conv(cfg.in_ch, w),
+            *conv(w, w),
+            nn.AvgPool2d(2),
+            *conv(w, 2 * w),
+            *conv(2 * w, 2 * w),
+            # 2x2 keeps coarse position information in the features (where a shape sits)
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(8 * w, cfg.feat_dim),
+            nn.SiLU(),
+        )
+        self.head = nn.Linear(cfg.feat_dim, cfg.n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer features, (B, feat_dim)."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities ``(n, n_classes)`` and features ``(n, feat_dim)``, in batches."""
+        probs, feats = [], []
+        for i in range(0, x.shape[0], batch):
+            f = self.features(x[i : i + batch].float())
+            feats.append(f)
+            probs.append(torch.softmax(self.head(f), dim=1))
+        return torch.cat(probs), torch.cat(feats)
+
+    def config(self) -> dict:
+        """Rebuild info for :func:`geoflow.checkpoints.save_model` / ``load_model``."""
+        return asdict(self.cfg)
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> Classifier:
+        """Inverse of :meth:`config` (weights not loaded); extra checkpoint keys are ignored."""
+        fields = set(ClassifierConfig.__dataclass_fields__)
+        try:
+            return cls(ClassifierConfig(**{k: v for k, v in cfg.items() if k in fields}))
+        except TypeError as e:
+            raise ValueError(f"classifier config is malformed: {e}") from None

@@ -1,6 +1,7 @@
 """Quality metrics against closed forms: Gaussian entropy and KL, Bures-Wasserstein W2, translations.
 
-Also the W2 path tools (W2 along paths, path length, McCann's geodesic) against POT's exact W2.
+Also the W2 path tools (W2 along paths, path length, McCann's geodesic) against POT's exact W2, and
+the classifier-feature Fréchet distance of image samples.
 
 Finite-sample tolerances are derived from the estimators' spread (or measured floors), not tuned.
 """
@@ -15,11 +16,14 @@ import torch
 from scipy import linalg
 
 from geoflow import wgf
+from geoflow.checkpoints import load_pretrained
 from geoflow.densities import get_density
+from geoflow.images import IMAGE_SETS, image_shape, load_image_set
 from geoflow.metrics import (
     exact_w2,
     frechet_distance,
     frechet_from_features,
+    image_quality,
     kl_knn,
     knn_entropy,
     mccann_geodesic,
@@ -29,6 +33,7 @@ from geoflow.metrics import (
     w2_along,
     w2_steps,
 )
+from geoflow.nets import Classifier, ClassifierConfig
 from geoflow.sde import VPSDE
 
 M1, C1 = np.array([0.5, -1.0]), np.array([[1.0, 0.4], [0.4, 0.5]])
@@ -229,6 +234,64 @@ def test_frechet_from_features():
     exact = frechet_distance(M1, C1, M2, C2)
     assert frechet_from_features(f1, f2) == pytest.approx(exact, rel=0.05)
     assert frechet_from_features(f1, f1) == pytest.approx(0.0, abs=1e-6)
+
+
+def _bures_sym(m1, c1, m2, c2) -> float:
+    # the symmetric form tr(C1 + C2 - 2 (C1^1/2 C2 C1^1/2)^1/2), by eigendecompositions only
+    w, v = np.linalg.eigh(c1)
+    r1 = (v * np.sqrt(w)) @ v.T
+    w2 = np.linalg.eigvalsh(r1 @ c2 @ r1)
+    return float(
+        np.sum((m1 - m2) ** 2) + np.trace(c1) + np.trace(c2) - 2 * np.sum(np.sqrt(np.clip(w2, 0, None)))
+    )
+
+
+def test_frechet_matches_gaussian_closed_form():
+    rng = np.random.default_rng(0)
+    d = 6
+    a, b = rng.normal(size=(d, d)), rng.normal(size=(d, d))
+    c1, c2 = a @ a.T / d + 0.1 * np.eye(d), b @ b.T / d + 0.1 * np.eye(d)
+    m1, m2 = rng.normal(size=d), rng.normal(size=d)
+    exact = _bures_sym(m1, c1, m2, c2)
+    assert frechet_distance(m1, c1, m2, c2) == pytest.approx(exact, rel=1e-6)
+    assert frechet_distance(m1, c1, m1, c1) == pytest.approx(0.0, abs=1e-6)
+    # sample features: the fitted-Gaussian distance approaches the closed form as n grows
+    errs = []
+    for n in (500, 50_000):
+        f1 = rng.multivariate_normal(m1, c1, size=n)
+        f2 = rng.multivariate_normal(m2, c2, size=n)
+        errs.append(abs(frechet_from_features(f1, f2) - exact))
+    assert errs[1] < 0.03 * exact
+    assert errs[1] < errs[0] or errs[0] < 0.03 * exact
+    # and through linalg's own matrix square root in the asymmetric form
+    covmean = np.real(linalg.sqrtm(c1 @ c2))
+    assert exact == pytest.approx(np.sum((m1 - m2) ** 2) + np.trace(c1 + c2 - 2 * covmean), rel=1e-6)
+
+
+# --------------------------------------------------------------------------- image quality
+def test_image_quality_rejects_bad_samples_and_the_wrong_classifier():
+    clf = Classifier(ClassifierConfig(data="digits"))
+    with pytest.raises(ValueError, match=r"shape \(n, 1, 8, 8\)"):
+        image_quality(torch.zeros(10, 1, 16, 16), "digits", clf)
+    with pytest.raises(ValueError, match="NaN"):
+        image_quality(torch.full((10, 1, 8, 8), float("nan")), "digits", clf)
+    with pytest.raises(ValueError, match="trained on 'digits'"):
+        image_quality(torch.zeros(10, 1, 16, 16), "shapes", clf)
+
+
+@pytest.mark.parametrize("name", IMAGE_SETS)
+def test_quality_separates_data_from_noise(name):
+    clf = load_pretrained(f"{name}-classifier", expect_kind="classifier")
+    x, _ = load_image_set(name, "train")
+    g = torch.Generator().manual_seed(0)
+    real = image_quality(x[:1000], name, clf, generator=g)
+    # training images are a draw like the floor's: within the floor's spread over draws
+    assert abs(real["frechet"] - real["floor"]) < 4 * real["floor_std"] + 0.1 * real["floor"]
+    noise = (0.5 * torch.randn((1000, *image_shape(name)), generator=g)).clamp(-1, 1)
+    fake = image_quality(noise, name, clf)
+    assert fake["frechet"] > 20 * max(real["frechet"], real["floor"])
+    assert sum(real["class_histogram"]) == pytest.approx(1.0, abs=1e-3)
+    assert 0 < real["confidence"] <= 1
 
 
 def test_summarize():

@@ -1,14 +1,28 @@
 """Training: a short 2-D run learns (DSM loss and distance to the exact score fall), progress
-reporting, stopping, determinism and configuration errors."""
+reporting, stopping, determinism and configuration errors; image score models and the feature classifier."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 
+from geoflow.checkpoints import load_model, save_model
 from geoflow.densities import get_density
+from geoflow.images import IMAGE_SETS, image_shape
+from geoflow.nets import UNet
 from geoflow.sde import VPSDE, append_dims
-from geoflow.train import TrainConfig, data_fn_from_tensor, dsm_loss, make_score_model_2d, train_score
+from geoflow.train import (
+    TrainConfig,
+    data_fn_from_tensor,
+    dsm_loss,
+    make_image_score_model,
+    make_score_model_2d,
+    train_classifier,
+    train_image_score,
+    train_score,
+)
 
 
 def _setup(seed: int = 0):
@@ -102,3 +116,63 @@ def test_diverging_loss_raises_naming_the_step():
 def test_bad_train_config(kwargs):
     with pytest.raises(ValueError):
         TrainConfig(**kwargs)
+
+
+# --------------------------------------------------------------------------- image score models, classifier
+def _randomize_output(net: UNet, seed: int) -> None:
+    # the output conv starts at zero (eps = 0); give it weights so the tests see a real function
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        w = net.conv_out.weight
+        w.copy_(0.1 * torch.randn(w.shape, generator=g))
+
+
+@pytest.mark.parametrize("name", IMAGE_SETS)
+def test_image_score_model_shapes_and_roundtrip(name, tmp_path):
+    model = make_image_score_model(name, VPSDE())
+    assert model.meta == {"data": name, "shape": list(image_shape(name))}
+    assert isinstance(model.net, UNet)
+    _randomize_output(model.net, 0)
+    x = torch.randn(5, *image_shape(name), generator=torch.Generator().manual_seed(1))
+    t = torch.linspace(0.01, 1.0, 5)
+    s = model.score(x, t)
+    assert s.shape == x.shape and bool(torch.isfinite(s).all())
+    assert float(s.detach().abs().max()) > 0
+    path = save_model(model, tmp_path / "m.safetensors")
+    loaded = load_model(path, expect_kind="score")
+    torch.testing.assert_close(loaded.score(x, t), s)
+
+
+def test_train_image_score_runs_and_stops():
+    calls = []
+    model, summary = train_image_score(
+        "digits",
+        VPSDE(),
+        TrainConfig(steps=3, batch_size=8, seed=0),
+        should_stop=lambda: len(calls.append(0) or calls) > 2,
+    )
+    assert summary["stopped"] and summary["steps"] == 2
+    assert math.isfinite(summary["loss"]) and not model.training
+    assert next(model.parameters()).device.type == "cpu"
+
+
+def test_training_is_deterministic_under_a_seed():
+    cfg = TrainConfig(steps=2, batch_size=8, seed=3)
+    state = torch.get_rng_state()
+    m1, _ = train_image_score("digits", VPSDE(), cfg)
+    assert torch.equal(state, torch.get_rng_state())  # the init seed does not leak into the global RNG
+    m2, _ = train_image_score("digits", VPSDE(), cfg)
+    for (k, v1), v2 in zip(m1.state_dict().items(), m2.state_dict().values(), strict=True):
+        assert torch.equal(v1, v2), k
+    c1, s1 = train_classifier("digits", steps=2, seed=3, batch_size=8)
+    c2, s2 = train_classifier("digits", steps=2, seed=3, batch_size=8)
+    assert s1 == s2 and 0.0 <= s1["test_accuracy"] <= 1.0
+    for v1, v2 in zip(c1.state_dict().values(), c2.state_dict().values(), strict=True):
+        assert torch.equal(v1, v2)
+
+
+def test_image_training_bad_names_raise_listing_valid_choices():
+    with pytest.raises(ValueError, match="digits, shapes"):
+        make_image_score_model("cifar", VPSDE())
+    with pytest.raises(ValueError, match="digits, shapes"):
+        train_classifier("mnist")
