@@ -1,4 +1,4 @@
-"""App benchmark (issue 5): server time of a toggle, figure size, cold start to the first chart.
+"""App benchmark: time of the Flows page's main job (no Streamlit import), figure size, cold start.
 
     .venv/bin/python -m benchmarks.app [--repeats 7] [--no-browser]
 
@@ -31,14 +31,13 @@ import torch
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "app"))
 sys.path.insert(0, str(ROOT))
 
-import common as C  # noqa: E402
 import plotly.io as pio  # noqa: E402
 
 from benchmarks._results import md_table, write_section  # noqa: E402
-from geoflow import figures  # noqa: E402
+from geoflow import figures, overlays  # noqa: E402
+from geoflow.run import RunSpec, ScoreSource, Trajectory, resolve_source, run  # noqa: E402
 
 TARGET_MS, TARGET_MB, TARGET_COLD_S = 300.0, 3.0, 10.0
 
@@ -48,39 +47,56 @@ def serialise(fig: figures.AnimatedFigure) -> str:
     return pio.to_json(fig.to_dict(), validate=False)
 
 
-def rerun_ms(spec: C.RunSpec, src: C.ScoreSource) -> tuple[float, float, int, int]:
-    """One rerun after a settings change: trajectory + figure + JSON; (wall ms, CPU ms, frames).
+def main_job(spec: RunSpec, src: ScoreSource, which: tuple[str, ...] = ()) -> tuple[Trajectory, str]:
+    """The Flows page's main job without Streamlit: run, overlays, figure, JSON (the same library calls)."""
+    density = overlays_density(spec)
+    traj = run(spec, density=density, source=src)
+    layers = []
+    if which:
+        arrays, _ = overlays.compute_overlays(which, spec, src, density, traj)
+        layers = [figures.overlay_layer(a) for a in arrays]
+    fig = figures.flow_animation(
+        traj,
+        title=f"{density.name}: {traj.sampler_label}, N={spec.steps}, NFE={traj.nfe} ({traj.source_label})",
+        bounds=overlays.plot_bounds(density, src.sde),
+        layers=layers,
+    )
+    return traj, serialise(fig)
+
+
+def rerun_ms(spec: RunSpec, src: ScoreSource) -> tuple[float, float, int, int]:
+    """One settings change: trajectory + figure + JSON; (wall ms, CPU ms, frames, NFE).
 
     CPU time (this process, one torch thread) is reported beside wall time because other jobs share
     this machine: under contention the wall time measures the queue, the CPU time the work.
     """
     t0, c0 = time.perf_counter(), time.process_time()
-    traj = C.compute_trajectory(spec, src)
-    fig = C.flow_figure(spec, src, traj)
-    serialise(fig)
+    traj, _ = main_job(spec, src)
     return 1000 * (time.perf_counter() - t0), 1000 * (time.process_time() - c0), traj.paths.shape[0], traj.nfe
 
 
-def score_cost_ms(src: C.ScoreSource, n: int = 1000, repeats: int = 50) -> float:
+def score_cost_ms(src: ScoreSource, n: int = 1000, repeats: int = 50) -> float:
     """CPU ms of one score evaluation on n particles (what every sampler step pays, once or twice)."""
     x = torch.randn(n, 2, generator=torch.Generator().manual_seed(0))
     t = torch.full((n,), 0.5)
-    src.score_fn(x, t)
-    c0 = time.process_time()
-    for _ in range(repeats):
+    with torch.inference_mode():
         src.score_fn(x, t)
+        c0 = time.process_time()
+        for _ in range(repeats):
+            src.score_fn(x, t)
     return 1000 * (time.process_time() - c0) / repeats
 
 
 def time_changes(repeats: int) -> tuple[list[list[object]], str]:
-    base = C.RunSpec(density="eight_gaussians", steps=100, n=1000, source="auto")
-    src = score_source_outside_streamlit(base)
+    base = RunSpec(data="eight_gaussians", steps=100, n=1000, score="auto")
+    src = resolve_source(base, overlays_density(base))
     rerun_ms(base, src)  # warm-up: imports, plotly templates
+    pp = replace(base, sampler="predict_project", projection="tweedie")
     rows = []
     for label, spec in (
-        ("projection toggle (EM -> predict-project, N=100)", replace(base, projection=True)),
+        ("projection toggle (EM -> predict-project, N=100)", pp),
         ("step change (N=100 -> 99, EM)", replace(base, steps=99)),
-        ("step change (N=100 -> 99, predict-project)", replace(base, steps=99, projection=True)),
+        ("step change (N=100 -> 99, predict-project)", replace(pp, steps=99)),
     ):
         walls, cpus = [], []
         for _ in range(repeats):
@@ -93,32 +109,21 @@ def time_changes(repeats: int) -> tuple[list[list[object]], str]:
     return rows, src.label
 
 
-def score_source_outside_streamlit(spec: C.RunSpec) -> C.ScoreSource:
-    return C.score_source(spec.density, spec.sde, spec.source)
+def overlays_density(spec: RunSpec):
+    from geoflow.run import resolve_data
+
+    return resolve_data(spec.data)
 
 
 def figure_size() -> list[list[object]]:
-    spec = C.RunSpec(density="eight_gaussians", steps=49, n=1000)  # 50 noising + 50 generation frames
-    src = score_source_outside_streamlit(spec)
-    traj = C.compute_trajectory(spec, src)
+    spec = RunSpec(data="eight_gaussians", steps=49, n=1000)  # 50 noising + 50 generation frames
+    src = resolve_source(spec, overlays_density(spec))
     rows = []
-    fig = C.flow_figure(spec, src, traj)
-    mb = len(serialise(fig).encode()) / 1e6
-    rows.append(
-        ["particles only", traj.paths.shape[0], traj.paths.shape[1], mb, "yes" if mb < TARGET_MB else "NO"]
-    )
-    layers, _ = C.overlay_layers(spec, src.key, ("x0_hat", "velocity field"), src, traj)
-    fig = C.flow_figure(spec, src, traj, layers)
-    mb = len(serialise(fig).encode()) / 1e6
-    rows.append(
-        [
-            "+ x0_hat and velocity arrows",
-            traj.paths.shape[0],
-            traj.paths.shape[1],
-            mb,
-            "yes" if mb < TARGET_MB else "NO",
-        ]
-    )
+    cases = (("particles only", ()), ("+ x0_hat and velocity arrows", ("x0_hat", "velocity field")))
+    for name, which in cases:
+        traj, js = main_job(spec, src, which)
+        mb = len(js.encode()) / 1e6
+        rows.append([name, traj.paths.shape[0], traj.paths.shape[1], mb, "yes" if mb < TARGET_MB else "NO"])
     return rows
 
 
@@ -187,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     load = os.getloadavg()[0]
     rows, label = time_changes(args.repeats)
-    per_nfe = score_cost_ms(score_source_outside_streamlit(C.RunSpec(density="eight_gaussians")))
+    spec0 = RunSpec(data="eight_gaussians")
+    per_nfe = score_cost_ms(resolve_source(spec0, overlays_density(spec0)))
     size_rows = figure_size()
     health, first, why = (None, None, "skipped") if args.no_browser else cold_start()
     cold_ok = first is not None and first <= TARGET_COLD_S

@@ -350,6 +350,35 @@ def particle_animation(
     return AnimatedFigure({"data": [_jsonable(tr) for tr in data], "layout": layout, "frames": frames})
 
 
+def flow_animation(
+    traj: Any,
+    *,
+    title: str,
+    bounds: tuple[float, float],
+    layers: Sequence[Layer] = (),
+    color_by_noise: bool = False,
+    start_frame: int = 0,
+    uirevision: str = "geoflow",
+) -> AnimatedFigure:
+    """The Flows view of a ``geoflow.run.Trajectory``: particles coloured by x_0 (or x_T), overlays.
+
+    Args:
+        traj: the trajectory (``paths`` (F, n, 2), ``labels``, ``data`` and ``noise`` (n, 2)).
+        color_by_noise: colour by the start of generation x_T instead of the data x_0.
+    """
+    anchor = traj.noise if color_by_noise or traj.data is None else traj.data
+    return particle_animation(
+        traj.paths,
+        traj.labels,
+        colors=position_colors(anchor),
+        layers=layers,
+        bounds=bounds,
+        title=title,
+        start_frame=start_frame,
+        uirevision=uirevision,
+    )
+
+
 def still_figure(fig: go.Figure, frame: int) -> go.Figure:
     """The figure at one frame, without frames, slider or buttons (for PNG/SVG export)."""
     if isinstance(fig, AnimatedFigure):

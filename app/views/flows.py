@@ -79,18 +79,19 @@ def compute(s: Settings) -> tuple[ScoreSource, object, Trajectory, list[figures.
 
 def flow_figure(s: Settings, src: ScoreSource, density, traj: Trajectory, layers) -> figures.AnimatedFigure:
     """The animated figure of a trajectory (particles coloured by x_0 or by x_T)."""
-    colors = figures.position_colors(traj.noise if s.color_by.startswith("noise") else traj.data)
-    title = f"{density.name}: {traj.sampler_label}, N={s.run.steps}, NFE={traj.nfe} ({src.label})"
-    return figures.particle_animation(
-        traj.paths,
-        traj.labels,
-        colors=colors,
-        layers=layers,
+    return figures.flow_animation(
+        traj,
+        title=flow_title(density.name, traj, s.run.steps),
         bounds=plot_bounds(density, src.sde),
-        title=title,
+        layers=layers,
+        color_by_noise=s.color_by.startswith("noise"),
         start_frame=s.frame,
         uirevision=f"flows-{s.run.data}-{s.run.sde}",
     )
+
+
+def flow_title(name: str, traj: Trajectory, steps: int) -> str:
+    return f"{name}: {traj.sampler_label}, N={steps}, NFE={traj.nfe} ({traj.source_label})"
 
 
 def render(s: Settings, result: tuple | None) -> None:
