@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from geoflow.score import ScoreFn
 from geoflow.sde import SDE, TimeLike
 
 MIN_POINTS = 10
 MAX_POINTS = 5000  # components of a point-cloud kernel density; larger inputs are subsampled
 MAX_COMPONENTS = 5000
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Density:
