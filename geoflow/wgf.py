@@ -27,7 +27,7 @@ numpy arrays ``(K, n, d)`` (keyframes, particles, dimension), ready to plot.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,10 +37,9 @@ import torch
 from geoflow.densities import Density, GaussianMixture
 from geoflow.gaussian import free_energy_gaussian
 from geoflow.metrics import MIN_PARTICLES, ArrayLike, _check_particles, _np, knn_entropy
-from geoflow.score import batch_time
-from geoflow.sde import SDE, VPSDE
+from geoflow.score import ScoreFn, batch_time
+from geoflow.sde import SDE, VPSDE, paper_beta
 
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Bounds = tuple[float, float] | tuple[tuple[float, float], tuple[float, float]]
 
 KNN_K = 5  # k of the Kozachenko-Leonenko estimator (method.md section 4)
@@ -80,11 +79,6 @@ def _require_vp(sde: SDE) -> VPSDE:
             f"got {getattr(sde, 'name', sde)!r}"
         )
     return sde
-
-
-def _beta(sde: SDE, t: float) -> float:
-    """``g(t)^2 / 2``: the paper's beta(t) for the VP SDE (and its analogue for any SDE)."""
-    return 0.5 * float(sde.diffusion(t)) ** 2
 
 
 def flow_time(sde: VPSDE, t: ArrayLike | float) -> np.ndarray:
@@ -382,7 +376,7 @@ def velocity_field(
         s = score(pts, batch_time(float(t), pts)).to(torch.float64)
     x = pts.to(torch.float64)
     f = sde.drift(x, float(t))
-    b = _beta(sde, float(t))
+    b = float(paper_beta(sde, float(t)))
     if kind == "forward":
         v = f - b * s
     elif kind == "reverse_sde":
@@ -559,7 +553,7 @@ def splitting_path(
         total += m
         for j in range(m):
             t = float(a) + (j * step if direction == "forward" else -j * step)
-            beta = _beta(sde, t)
+            beta = float(paper_beta(sde, t))
             f = sde.drift(cur, t)
             if direction == "forward":
                 # explicit W-step on the potential energy: move with the drift
