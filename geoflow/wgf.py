@@ -471,7 +471,7 @@ def exact_marginal_samples(
     if coupling == "fixed_noise":
         z = torch.randn(x.shape, generator=generator, dtype=torch.float64)
         for i, t in enumerate(t_arr):
-            out[i] = (float(sde.alpha(t)) * x + float(sde.sigma(t)) * z).numpy()
+            out[i] = sde.marginal_sample(x, float(t), noise=z).numpy()
         return out
     cur, a_prev, var_prev = x, 1.0, 0.0
     for i, t in enumerate(t_arr):
@@ -606,7 +606,7 @@ def exact_path_length(
     z = torch.randn(x0.shape, generator=g, dtype=torch.float64)
     speed = np.empty(len(t_grid))
     for i, t in enumerate(t_grid):
-        x = float(sde.alpha(t)) * x0 + float(sde.sigma(t)) * z
+        x = sde.marginal_sample(x0, float(t), noise=z)
         v = mixture.score(x, float(t), sde).to(torch.float64) + x
         speed[i] = float(v.pow(2).sum(1).mean().sqrt())
     return float(np.trapezoid(speed, s_grid))
