@@ -3,9 +3,11 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
+K ?= 2
+ADDRESS ?= 127.0.0.1
 STAMP := $(VENV)/.geoflow-installed
 
-.PHONY: setup run test lint browser bench clean
+.PHONY: setup run test lint browser nginx serve-replicas bench clean
 
 setup: $(STAMP)
 
@@ -28,12 +30,26 @@ browser:
 	  else echo "chromium not installed (needs root); browser tests will be skipped"; fi; \
 	fi
 
+# Debian nginx for `make serve-replicas` and its test (tests/test_replicas.py); needs root + apt.
+nginx:
+	@if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null) \
+	      || echo "could not install nginx; the replica test will be skipped"; \
+	  else echo "nginx not installed (needs root); the replica test will be skipped"; fi; \
+	fi
+
+# K app replicas on loopback ports behind nginx with sticky sessions (deploy/serve.sh; Ctrl-C stops all).
+# The proxy listens on $(ADDRESS):$(PORT); ADDRESS=0.0.0.0 serves a classroom.
+serve-replicas: setup nginx
+	bash deploy/serve.sh --replicas $(K) --port $(PORT) --address $(ADDRESS) --streamlit $(VENV)/bin/streamlit
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint Dockerfile
 
-test: setup browser lint
+test: setup browser nginx lint
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 bench: setup
