@@ -15,6 +15,8 @@ Samplers (pure functions, the signature of ``geoflow.samplers``; the projection 
 * :func:`sample_predict_project_renoise`: the paper's step plus the noise its projection removed.
 * :func:`sample_predict_project_langevin`: a Langevin step of the flow of ``KL(mu || p_t')``
   after every Euler-Maruyama step; it projects with the score itself and takes no T.
+* :func:`sample_predict_project_reuse`: the training-free step at Euler-Maruyama's cost (1 NFE per
+  step): the projection's score evaluation is reused by the next predict step.
 
 ``DEFAULT_STRENGTHS`` holds each sampler's measured default strength (benchmarks/projection.py);
 ``geoflow.registry`` publishes them.
@@ -41,6 +43,8 @@ DEFAULT_STRENGTHS: dict[str, float] = {
     "predict_project_ancestral": 0.25,
     "predict_project_langevin": 0.4,
     "predict_project_renoise": 0.5,
+    # not measured: predict_project's dmu = 1, untuned for the reuse variant
+    "predict_project_reuse": 1.0,
 }
 
 
@@ -249,5 +253,79 @@ def sample_predict_project_langevin(
         eps = strength * float(sde.sigma(t_next)) ** 2
         z = torch.randn(x.shape, generator=g_proj, dtype=x.dtype).to(x.device)
         x = x_pred + eps * run.score(x_pred, t_next) + math.sqrt(2.0 * eps) * z
+        run.report(i, t_next, x, x0_hat, x_pred=x_pred, x_proj=x)
+    return x
+
+
+@torch.no_grad()
+def sample_predict_project_reuse(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    project: Projection | None = None,
+    strength: float | None = None,
+    final_denoise: bool = True,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Training-free predict-project at Euler-Maruyama's cost: 1 NFE per step, by reusing a score.
+
+    The paper's step costs 2 NFE: ``s(x, t)`` for the predict and ``s(., t')`` for the Tweedie
+    projection ``T = (2 / (2 + c)) s(t')^2 s(., t')``. Here the score the projection evaluates at
+    t' is also the next step's predict score, so only the first step pays for both. For that
+    score to belong to the point the next step starts from, the noise comes before the projection:
+
+        predict:  x_pred = x + b (2 s_k + x) dt            (s_k: the score kept from the last step)
+        diffuse:  x_diff = x_pred + sqrt(2 b dt) z         (no noise after the last step)
+        project:  s_{k+1} = s_theta(x_diff, t')            (1 NFE)
+                  x      = x_diff + sqrt(b) dmu dt T,   T = (2 / (2 + c)) s(t')^2 s_{k+1}
+
+    What is approximated: the next predict needs ``s_theta(x, t')`` at the projected point, and
+    gets ``s_theta(x_diff, t')``, the score before the projection moved the point by
+    ``sqrt(b) dmu dt T`` (O(dmu dt), toward the kernel mean). Nothing else changes: at ``dmu = 0``
+    the two points coincide and the sampler is Euler-Maruyama step for step (up to the paper's
+    noiseless last step). The final denoising step is the standard one, Tweedie's x0_hat with a
+    fresh score at the projected x_{N-1} (a reused score there would not be Tweedie's formula at
+    x_{N-1}, method.md section 4).
+
+    The projection is the paper's Tweedie projection evaluated at the diffused point instead of
+    at x_pred: the reading that keeps the reuse exact at dmu = 0. Projecting x_pred as the paper
+    and reusing ``s(x_pred, t')`` at the next start ``x_proj + noise`` would lag the drift by one
+    noise increment, O(sqrt(dt)), at every strength (dmu = 0 would not be Euler-Maruyama).
+
+    NFE: 1 before the first step, then 1 per step (the final denoising step's included): N + 1
+    for N steps, with or without ``final_denoise`` (Euler-Maruyama: N). Only the training-free
+    (Tweedie) projection can be reused: a learned T outputs a displacement, not a score, and
+    would cost its own evaluation; with a mixture's exact ``score_fn`` this is the exact-score
+    projection. Passing ``project`` is an error. ``strength`` is dmu (default 1.0, not tuned).
+    """
+    if project is not None:
+        raise ValueError(
+            "predict_project_reuse reuses the training-free projection's score evaluation and takes "
+            "no projection T; drop the T (or choose predict_project, predict_project_ancestral or "
+            "predict_project_renoise)"
+        )
+    strength = _strength("predict_project_reuse", strength)
+    run = SamplerRun(score_fn, sde, x, ts, callback)
+    n = run.n
+    path = run.brownian(x, generator)
+    s = run.score(x, float(run.ts[0]))  # the first predict's score: the one extra NFE
+    for i, t, t_next in run.steps():
+        if final_denoise and i == n - 1:
+            return run.final(i, x, t)
+        dt = t - t_next
+        b = float(paper_beta(sde, t))
+        x0_hat = run.x0(x, s, t)
+        # predict: the reverse drift with the score kept from the last projection
+        x_pred = x - (sde.drift(x, t) - 2.0 * b * s) * dt
+        # diffuse: the Brownian increment of this step (none after the last, as the paper)
+        dw = path.increment(t_next)
+        x_diff = x_pred if i == n - 1 else x_pred + math.sqrt(2.0 * b) * dw
+        # project: the Tweedie projection at t'; its score is the next predict's
+        s = run.score(x_diff, t_next)
+        shrink = float(shrink_factor(sde, torch.tensor(t, dtype=torch.float64)))
+        x = x_diff + math.sqrt(b) * strength * dt * shrink * float(sde.sigma(t_next)) ** 2 * s
         run.report(i, t_next, x, x0_hat, x_pred=x_pred, x_proj=x)
     return x

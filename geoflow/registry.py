@@ -34,6 +34,8 @@ class SamplerInfo:
         nfe_per_step: network evaluations per ordinary step.
         final_nfe: evaluations of the last step when it is the final denoising step (score_sde's
             noise removal), including anything the sampler does before it at that time.
+        startup_nfe: evaluations spent once, before the first step (a sampler that later reuses
+            one step's evaluation in the next).
         takes_projection: takes a projection hook T (``project=``).
         default_strength: the projection strength used when none is given; None: no strength knob.
         sdes: the SDEs it suits (it runs on others, with a warning in the app).
@@ -48,6 +50,7 @@ class SamplerInfo:
     spacing: Spacing
     nfe_per_step: int = 1
     final_nfe: int = 1
+    startup_nfe: int = 0
     takes_projection: bool = False
     default_strength: float | None = None
     sdes: tuple[str, ...] = SDE_NAMES
@@ -57,8 +60,8 @@ class SamplerInfo:
     def nfe(self, n: int, final_denoise: bool = True) -> int:
         """Network evaluations of a run of ``n`` steps."""
         if final_denoise:
-            return self.nfe_per_step * (n - 1) + self.final_nfe
-        return self.nfe_per_step * n
+            return self.startup_nfe + self.nfe_per_step * (n - 1) + self.final_nfe
+        return self.startup_nfe + self.nfe_per_step * n
 
     @property
     def has_strength(self) -> bool:
@@ -66,16 +69,24 @@ class SamplerInfo:
         return self.default_strength is not None
 
 
-def _pp(name: str, fn: Callable[..., torch.Tensor], label: str, takes_projection: bool = True) -> SamplerInfo:
-    # 2 NFE per step (predict + project); the final denoising step costs one
+def _pp(
+    name: str,
+    fn: Callable[..., torch.Tensor],
+    label: str,
+    takes_projection: bool = True,
+    nfe: tuple[int, int, int] = (2, 1, 0),
+) -> SamplerInfo:
+    # nfe = (per step, final denoising step, startup): by default 2 per step (predict + project)
+    # and 1 for the final denoising step
     return SamplerInfo(
         name,
         fn,
         label,
         True,
         "uniform",
-        nfe_per_step=2,
-        final_nfe=1,
+        nfe_per_step=nfe[0],
+        final_nfe=nfe[1],
+        startup_nfe=nfe[2],
         takes_projection=takes_projection,
         default_strength=pp.DEFAULT_STRENGTHS[name],
         family="predict_project",
@@ -91,6 +102,7 @@ _ENTRIES: tuple[SamplerInfo, ...] = (
         "ddim_eta1", sm.sample_ddim, "DDIM (eta = 1, ancestral)", True, "logsnr", options=(("eta", 1.0),)
     ),
     SamplerInfo("dpm_solver_pp_2m", sm.sample_dpm_solver_pp_2m, "DPM-Solver++(2M)", False, "logsnr"),
+    SamplerInfo("unipc", sm.sample_unipc, "UniPC (bh2, order 2)", False, "logsnr"),
     SamplerInfo(
         "predictor_corrector",
         sm.sample_predictor_corrector,
@@ -121,6 +133,14 @@ _ENTRIES: tuple[SamplerInfo, ...] = (
         takes_projection=False,
     ),
     _pp("predict_project_renoise", pp.sample_predict_project_renoise, "Predict-project, spread restored"),
+    # 1 NFE per step (the projection's score is the next predict's), 1 more before the first step
+    _pp(
+        "predict_project_reuse",
+        pp.sample_predict_project_reuse,
+        "Predict-project, 1 NFE/step (score reused)",
+        takes_projection=False,
+        nfe=(1, 1, 1),
+    ),
 )
 
 SAMPLERS: dict[str, SamplerInfo] = {e.name: e for e in _ENTRIES}
