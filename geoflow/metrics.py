@@ -12,7 +12,9 @@
   split is the floor. ``accuracy``: the classifier's test accuracy.
 * W2 along paths of measures (exact transport by POT): ``w2_along`` (frame by frame against a
   reference path), ``w2_steps`` and ``path_length`` (a path's own W2 steps and length), and the true
-  W2 geodesic ``mccann_geodesic`` (McCann's displacement interpolation).
+  W2 geodesic ``mccann_geodesic`` (McCann's displacement interpolation), and
+  ``displacement_interpolation``: a keyframed path of measures made continuous in time by McCann
+  interpolation between consecutive keyframes.
 """
 
 from __future__ import annotations
@@ -202,6 +204,46 @@ def mccann_geodesic(
     return path, float(math.sqrt(max(log["cost"], 0.0)))
 
 
+def displacement_interpolation(
+    key_times: ArrayLike, keyframes: ArrayLike, times: ArrayLike, num_itermax: int | None = None
+) -> np.ndarray:
+    """A keyframed path of particle measures, continuous in time (McCann interpolation per interval).
+
+    Between consecutive keyframes ``P_k`` and ``P_{k+1}`` the measure at fraction ``l`` of the
+    interval is ``((1 - l) x_i + l y_sigma(i))_i``, with sigma POT's optimal coupling (``ot.emd``) of
+    the two keyframes: the W2 geodesic between them, so ``W2(z_l, P_k) = l W2(P_k, P_{k+1})`` and
+    ``W2(z_l, P_{k+1}) = (1 - l) W2(P_k, P_{k+1})``. The couplings are chained (keyframe k + 1 is
+    reordered to follow keyframe k), so particle i moves continuously through every keyframe.
+
+    Args:
+        key_times: (K,) strictly increasing times (or any monotone reparametrisation, e.g. flow time).
+        keyframes: (K, n, d) particles at those times.
+        times: (F,) times to draw, clipped to ``[key_times[0], key_times[-1]]``.
+        num_itermax: POT's iteration limit (reaching it raises RuntimeError).
+
+    Returns:
+        (F, n, d) float32.
+    """
+    kt = _np(key_times).reshape(-1).astype(np.float64)
+    kx = _check_path(keyframes, "keyframes")
+    if kt.shape[0] != kx.shape[0] or kt.shape[0] < 1:
+        raise ValueError(f"need one time per keyframe: {kt.shape[0]} times, {kx.shape[0]} keyframes")
+    if np.any(np.diff(kt) <= 0):
+        raise ValueError("keyframe times must be strictly increasing")
+    chained = [kx[0]]
+    for k in range(1, kx.shape[0]):
+        # the geodesic's end point is keyframe k + 1 in the order of POT's coupling to keyframe k
+        path, _ = mccann_geodesic(chained[-1], kx[k], [1.0], num_itermax)
+        chained.append(path[0].astype(np.float64))
+    ch = np.stack(chained)
+    t = np.clip(_np(times).reshape(-1).astype(np.float64), kt[0], kt[-1])
+    if kt.shape[0] == 1:
+        return np.repeat(ch[:1], t.shape[0], 0).astype(np.float32)
+    j = np.clip(np.searchsorted(kt, t, side="right") - 1, 0, kt.shape[0] - 2)
+    lam = ((t - kt[j]) / (kt[j + 1] - kt[j]))[:, None, None]
+    return ((1 - lam) * ch[j] + lam * ch[j + 1]).astype(np.float32)
+
+
 def frechet_distance(mu1: ArrayLike, cov1: ArrayLike, mu2: ArrayLike, cov2: ArrayLike) -> float:
     """``|mu1 - mu2|^2 + tr(C1 + C2 - 2 (C1 C2)^{1/2})`` (the FID formula; squared Bures-W2)."""
     m1, m2, c1, c2 = _np(mu1), _np(mu2), _np(cov1), _np(cov2)
@@ -309,3 +351,63 @@ def summarize(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     v = np.asarray(values, dtype=np.float64)
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def nearest_distances(x: ArrayLike, ref: ArrayLike, exclude_self: bool = False) -> np.ndarray:
+    """Euclidean distance from each row of ``x`` (n, *D) to its nearest row of ``ref`` (m, *D).
+
+    ``exclude_self``: x and ref are the same set; a point's distance to itself is ignored.
+    """
+    a = _np(x).reshape(len(_np(x)), -1)
+    b = _np(ref).reshape(len(_np(ref)), -1)
+    out = np.empty(len(a))
+    for i in range(0, len(a), 512):  # blocks keep the distance matrix small
+        blk = a[i : i + 512]
+        d2 = (blk**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2.0 * blk @ b.T
+        if exclude_self:
+            d2[np.arange(len(blk)), np.arange(i, i + len(blk))] = np.inf
+        out[i : i + len(blk)] = np.sqrt(np.maximum(d2.min(1), 0.0))
+    return out
+
+
+def memorisation(samples: ArrayLike, train: ArrayLike, test: ArrayLike) -> dict:
+    """Does a model copy its training images? Nearest-train over nearest-held-out distance per sample.
+
+    For each sample, ``r = d(sample, nearest train image) / d(sample, nearest held-out image)``. A
+    model that copies its training set has r near 0; one that generalises sits where real held-out
+    images sit: the reference is the same ratio for each held-out image (its nearest other held-out
+    image in the denominator). The training split is larger than the held-out one, so r < 1 is
+    expected even without copying; compare with the reference, not with 1.
+
+    Returns:
+        ``median_ratio``, ``reference_median_ratio``, ``copy_fraction`` (samples whose nearest training
+        image is closer than 1/4 of the median train-to-train nearest distance), ``reference_copy_fraction``,
+        ``memorises`` (median ratio below half the reference), ``d_train`` (per sample) and
+        ``nearest_train_index`` (per sample).
+    """
+    s = _np(samples).reshape(len(_np(samples)), -1)
+    tr = _np(train).reshape(len(_np(train)), -1)
+    te = _np(test).reshape(len(_np(test)), -1)
+    d_train = nearest_distances(s, tr)
+    d_test = nearest_distances(s, te)
+    ref_train = nearest_distances(te, tr)
+    ref_test = nearest_distances(te, te, exclude_self=True)
+    tt = nearest_distances(tr, tr, exclude_self=True)
+    close = 0.25 * float(np.median(tt))
+    ratio = d_train / np.maximum(d_test, 1e-12)
+    ref_ratio = ref_train / np.maximum(ref_test, 1e-12)
+    idx = np.empty(len(s), dtype=np.int64)
+    for i in range(0, len(s), 512):
+        blk = s[i : i + 512]
+        d2 = (blk**2).sum(1)[:, None] + (tr**2).sum(1)[None, :] - 2.0 * blk @ tr.T
+        idx[i : i + len(blk)] = d2.argmin(1)
+    med, ref_med = float(np.median(ratio)), float(np.median(ref_ratio))
+    return {
+        "median_ratio": med,
+        "reference_median_ratio": ref_med,
+        "copy_fraction": float(np.mean(d_train < close)),
+        "reference_copy_fraction": float(np.mean(ref_train < close)),
+        "memorises": bool(med < 0.5 * ref_med),
+        "d_train": d_train,
+        "nearest_train_index": idx,
+    }

@@ -328,7 +328,7 @@ def image_unet_config(name: str) -> UNetConfig:
     """The U-Net sized for an image set (small enough to train on a CPU in minutes)."""
     c, h, _ = image_shape(name)
     if name == "digits":
-        return UNetConfig(in_ch=c, image_size=h, base_ch=16, ch_mult=(1, 2), groups=4)
+        return UNetConfig(in_ch=c, image_size=h, base_ch=32, ch_mult=(1, 2), groups=8)
     return UNetConfig(in_ch=c, image_size=h, base_ch=12, ch_mult=(1, 2, 4), groups=4)
 
 

@@ -297,3 +297,25 @@ def test_quality_separates_data_from_noise(name):
 def test_summarize():
     assert summarize([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
     assert summarize([0.5]) == (0.5, 0.0)
+
+
+def test_memorisation_flags_copies_and_passes_held_out_data():
+    from geoflow.images import load_image_set
+    from geoflow.metrics import memorisation, nearest_distances
+
+    train, _ = load_image_set("digits", "train")
+    test, _ = load_image_set("digits", "test")
+    copies = memorisation(train[:300], train, test)
+    assert copies["memorises"] and copies["copy_fraction"] == 1.0 and copies["median_ratio"] == 0.0
+    np.testing.assert_array_equal(copies["nearest_train_index"], np.arange(300))
+    # held-out images are what a generalising model looks like: not flagged
+    fresh = memorisation(
+        test[:200] + 0.01 * torch.randn(test[:200].shape, generator=torch.Generator().manual_seed(0)),
+        train,
+        test[200:],
+    )
+    assert not fresh["memorises"] and fresh["copy_fraction"] < 0.05
+    # nearest distances against a brute-force oracle
+    a, b = torch.randn(7, 3, generator=torch.Generator().manual_seed(1)), torch.randn(5, 3)
+    brute = torch.cdist(a, b).min(1).values.numpy()
+    np.testing.assert_allclose(nearest_distances(a, b), brute, rtol=1e-6, atol=1e-6)
