@@ -428,3 +428,15 @@ def test_maths_page_and_prior_diagnostic():
     at.sidebar.slider(key="maths.beta_max").set_value(0.5).run()
     assert not at.exception
     assert any("far from the prior" in w.value for w in at.warning)
+
+
+@pytest.mark.skipif("digits-classifier" not in read_manifest(), reason="no shipped digits classifier")
+def test_images_quality_panel_shows_memorisation_and_nearest_training_images():
+    at = run_page("images", img_quality=True, **{"images.steps": 3, "images.n": 16})
+    assert not at.error, [e.value for e in at.error]
+    labels = [m.label for m in at.metric]
+    assert "median nearest-train / nearest-held-out distance" in labels
+    assert "reference (held-out images)" in labels
+    captions = [img.caption for im in at.get("image") for img in im.proto.imgs]
+    assert any("nearest training image" in c for c in captions), captions
+    assert at.success or at.warning  # the verdict is stated either way

@@ -11,8 +11,8 @@ import torch
 import widgets as W
 
 from geoflow import figures
-from geoflow.images import IMAGE_SETS
-from geoflow.metrics import image_quality
+from geoflow.images import IMAGE_SETS, load_image_set
+from geoflow.metrics import image_quality, memorisation
 from geoflow.registry import SAMPLER_NAMES, get_sampler
 from geoflow.run import RunSpec, pretrained_available, run
 from geoflow.samplers import SamplerDiverged
@@ -22,6 +22,7 @@ MAX_GRID = 64
 QUALITY_N = 1000
 STRIP_SAMPLES = 6
 STRIP_COLUMNS = 10
+NEAREST_SHOWN = 16  # samples shown beside their nearest training image
 T_KINDS = ("tweedie", "learned")
 # samplers for the VP image models: every sampler that suits the VP SDE
 IMAGE_SAMPLERS = tuple(n for n in SAMPLER_NAMES if "vp" in get_sampler(n).sdes)
@@ -97,8 +98,16 @@ def measure(s: Settings) -> dict:
     if not pretrained_available(name):
         raise ValueError(f"no classifier is shipped for {s.run.data}: the quality number needs {name}")
     clf = load_pretrained(name)
-    x = run(replace(s.run, n=QUALITY_N, record=0)).final
-    return image_quality(torch.from_numpy(x), s.run.data, clf)
+    x = torch.from_numpy(run(replace(s.run, n=QUALITY_N, record=0)).final)
+    q = image_quality(x, s.run.data, clf)
+    train, _ = load_image_set(s.run.data, "train")
+    test, _ = load_image_set(s.run.data, "test")
+    mem = memorisation(x, train, test)
+    k = NEAREST_SHOWN
+    pairs = torch.stack([x[:k], train[torch.as_tensor(mem["nearest_train_index"][:k])]], 1).flatten(0, 1)
+    q["memorisation"] = {key: v for key, v in mem.items() if not isinstance(v, np.ndarray)}
+    q["pairs"] = figures.image_grid(pairs, nrow=2 * 8, scale=6)
+    return q
 
 
 def strip(states: np.ndarray, t: np.ndarray, row: int) -> np.ndarray:
@@ -173,6 +182,26 @@ def quality_panel(s: Settings) -> None:
     st.caption(
         "Not Inception FID: the features are those of a small classifier trained on the training split."
     )
+    m = q["memorisation"]
+    st.subheader("Memorisation check")
+    c = st.columns(3)
+    c[0].metric(
+        "median nearest-train / nearest-held-out distance",
+        f"{m['median_ratio']:.3f}",
+        help="per sample: distance to its nearest training image over the distance to its nearest "
+        "held-out image",
+    )
+    c[1].metric("reference (held-out images)", f"{m['reference_median_ratio']:.3f}")
+    c[2].metric("near-copies of training images", f"{100 * m['copy_fraction']:.1f} %")
+    if m["memorises"]:
+        st.warning(
+            "The samples sit much closer to training images than held-out images do: the model copies."
+        )
+    else:
+        st.success(
+            "The samples are no closer to the training set than held-out images are: no sign of copying."
+        )
+    st.image(q["pairs"], clamp=True, caption="each sample (left) beside its nearest training image (right)")
 
 
 settings = controls()
