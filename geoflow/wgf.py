@@ -38,7 +38,7 @@ from geoflow.densities import Density, GaussianMixture
 from geoflow.gaussian import free_energy_gaussian
 from geoflow.metrics import MIN_PARTICLES, ArrayLike, _check_particles, _np, knn_entropy
 from geoflow.score import ScoreFn, batch_time
-from geoflow.sde import SDE, VPSDE, paper_beta
+from geoflow.sde import SDE, VPSDE, paper_beta, probability_flow_velocity
 
 Bounds = tuple[float, float] | tuple[tuple[float, float], tuple[float, float]]
 
@@ -375,14 +375,12 @@ def velocity_field(
     with torch.no_grad():
         s = score(pts, batch_time(float(t), pts)).to(torch.float64)
     x = pts.to(torch.float64)
-    f = sde.drift(x, float(t))
-    b = float(paper_beta(sde, float(t)))
-    if kind == "forward":
-        v = f - b * s
-    elif kind == "reverse_sde":
-        v = -f + 2.0 * b * s
+    if kind == "reverse_sde":
+        # Theorem 2's explicit step on G: the reverse SDE's drift -f + 2 beta s
+        v = -sde.drift(x, float(t)) + 2.0 * float(paper_beta(sde, float(t))) * s
     else:
-        v = -f + b * s
+        v = probability_flow_velocity(sde, x, float(t), s)  # Theorem 1's velocity
+        v = v if kind == "forward" else -v
     v = v.numpy().astype(np.float32)
     shape = gx.shape
     u_, v_ = v[:, 0].reshape(shape), v[:, 1].reshape(shape)
