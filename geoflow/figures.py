@@ -1,10 +1,10 @@
-"""Plotly figures for geoflow's particle flows (no Streamlit here).
+"""Plotly building blocks for geoflow's figures (no Streamlit here).
 
-The main builder, :func:`particle_animation`, turns a particle path ``(F, n, 2)`` (one row per
-frame, particles keeping their identity along simulated paths) into one plotly figure with all
-frames, a time slider and play / pause / slow-motion buttons: the animation runs in the browser.
-Overlays (:class:`Layer`) are drawn in every frame beside the particles: exact-marginal contours,
-JKO particles, velocity arrows, x0_hat, a warped grid, the W2 geodesic.
+Overlays as :class:`Layer` (per-frame arrays with the style of their role, :data:`OVERLAY_STYLES`),
+the particles' position colours (:func:`position_colors`), the base64 typed arrays plotly.js reads,
+side charts (:func:`line_chart`, :func:`scatter_panel`) and :func:`image_grid`. The animated
+figures (one or more panels, one slider and play button, numbers carried per frame) are built in
+:mod:`geoflow.animation`; its main names are also reachable from here.
 
 Conventions (design.md, "The app"): float32 arrays (plotly sends them base64-encoded), plain
 ``go.Scatter`` in frames (SVG, not WebGL, so frames animate reliably), fixed axis ranges,
@@ -28,13 +28,31 @@ import plotly.graph_objects as go
 import torch
 
 LayerKind = Literal["markers", "lines", "contour"]
+_MOVED = ("AnimatedFigure", "particle_animation", "flow_animation", "still_figure")
+
+
+def __getattr__(name: str) -> Any:
+    """The animated-figure builders moved to :mod:`geoflow.animation`; old imports keep working."""
+    if name in _MOVED:
+        from geoflow import animation
+
+        return getattr(animation, name)
+    raise AttributeError(f"module 'geoflow.figures' has no attribute {name!r}")
+
+
 FONT = {"size": 16}
 
 
 def typed_array(a: np.ndarray) -> dict[str, str]:
-    """A float32 array as plotly.js's base64 typed array (what plotly.py writes for numpy arrays)."""
-    arr = np.ascontiguousarray(a, dtype="<f4")
-    out = {"dtype": "f4", "bdata": base64.b64encode(arr.tobytes()).decode("ascii")}
+    """An array as plotly.js's base64 typed array (what plotly.py writes for numpy arrays).
+
+    float32, or uint8 when the array is uint8 (the exact marginal's mass levels: 4x smaller).
+    """
+    if np.asarray(a).dtype == np.uint8:
+        arr, code = np.ascontiguousarray(a), "u1"
+    else:
+        arr, code = np.ascontiguousarray(a, dtype="<f4"), "f4"
+    out = {"dtype": code, "bdata": base64.b64encode(arr.tobytes()).decode("ascii")}
     if arr.ndim > 1:  # e.g. a contour's z grid
         out["shape"] = ",".join(str(n) for n in arr.shape)
     return out
@@ -58,37 +76,6 @@ def _decode_typed(v: Any) -> Any:
     return v
 
 
-class AnimatedFigure(go.Figure):
-    """A ``go.Figure`` whose whole content is kept as ready plotly JSON (float32 base64 arrays).
-
-    plotly.py validates every property of every object it is given: for hundreds of frames and a
-    slider step per frame that costs about a second, and a settings change must rerun in well under
-    that. :func:`particle_animation` builds its content from checked arrays, so it skips validation;
-    ``to_dict`` (what Streamlit and ``plotly.io.to_json`` call) returns the JSON. The figure's own
-    ``data`` / ``layout`` stay empty: read ``raw`` (or use :func:`still_figure` for a validated copy).
-    """
-
-    def __init__(self, raw: dict[str, Any]) -> None:
-        super().__init__()
-        self._raw = raw
-
-    @property
-    def raw(self) -> dict[str, Any]:
-        """``{"data", "layout", "frames"}`` as plotly JSON."""
-        return self._raw
-
-    @property
-    def raw_frames(self) -> list[dict[str, Any]]:
-        """The frames as plotly JSON dicts (``name``, ``data``, ``traces``)."""
-        return self._raw["frames"]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"data": self._raw["data"], "layout": self._raw["layout"], "frames": self._raw["frames"]}
-
-    def to_plotly_json(self) -> dict[str, Any]:
-        return self.to_dict()
-
-
 @dataclass
 class Layer:
     """An overlay drawn in every frame of an animation.
@@ -102,6 +89,8 @@ class Layer:
             (``z[f, iy, ix]``).
         grid: ``(g,)`` grid coordinates for a contour.
         style: extra plotly trace properties (marker, line, opacity...).
+        levels: evenly spaced contour levels to draw (default: plotly's choice).
+        role: the overlay it draws (one of ``geoflow.overlays.OVERLAYS``), if any.
     """
 
     name: str
@@ -110,6 +99,8 @@ class Layer:
     z: np.ndarray | None = None
     grid: np.ndarray | None = None
     style: dict[str, Any] = field(default_factory=dict)
+    levels: tuple[float, ...] = ()
+    role: str = ""
 
     def __post_init__(self) -> None:
         if self.kind in ("markers", "lines"):
@@ -119,7 +110,8 @@ class Layer:
         elif self.kind == "contour":
             if self.z is None or self.grid is None or self.z.ndim != 3:
                 raise ValueError(f"layer {self.name!r}: a contour needs z (F, g, g) and grid (g,)")
-            self.z = np.asarray(self.z, dtype=np.float32)
+            if self.z.dtype != np.uint8:
+                self.z = np.asarray(self.z, dtype=np.float32)
             self.grid = np.asarray(self.grid, dtype=np.float32)
         else:
             raise ValueError(f"unknown layer kind {self.kind!r}; valid: markers, lines, contour")
@@ -144,16 +136,29 @@ class Layer:
         tr = self.trace(0)
         tr.update({"name": self.name, "hoverinfo": "skip"})
         if self.kind == "contour":
-            tr.update({"showscale": False, "contours": {"coloring": "lines"}, "ncontours": 12})
-        tr.update(self.style)
+            contours: dict[str, Any] = {"coloring": "lines"}
+            if self.levels:
+                lv = self.levels
+                step = lv[1] - lv[0] if len(lv) > 1 else 1.0
+                contours.update({"start": lv[0], "end": lv[-1], "size": step})
+            tr.update({"showscale": False, "contours": contours, "ncontours": 12, "showlegend": True})
+        for k, v in self.style.items():
+            tr[k] = {**tr[k], **v} if isinstance(v, dict) and isinstance(tr.get(k), dict) else v
         return tr
 
 
-# the look of each overlay of geoflow.overlays, by its role
+# the look of each overlay of geoflow.overlays, by its role. Greys and black lie outside the
+# particles' colour map (position_colors: saturation >= 0.25 at value 0.85), so the JKO particles
+# and the exact marginal's lines never look like particles.
+JKO_COLOR = "#111111"
+CONTOUR_COLOR = "rgba(60,60,60,0.65)"
 OVERLAY_STYLES: dict[str, dict[str, Any]] = {
-    "exact marginal": {"colorscale": "Greys", "opacity": 0.6},
+    "exact marginal": {"contours": {"coloring": "none"}, "line": {"color": CONTOUR_COLOR, "width": 1.4}},
     "exact marginal samples": {"marker": {"color": "rgba(90,90,90,0.35)", "size": 4}},
-    "JKO path": {"marker": {"color": "rgba(20,140,60,0.55)", "size": 5, "symbol": "diamond"}},
+    "JKO path": {
+        "marker": {"color": JKO_COLOR, "size": 6, "symbol": "circle-open", "line": {"width": 1.1}},
+        "opacity": 0.6,
+    },
     "velocity field": {"line": {"color": "rgba(200,40,40,0.7)", "width": 1.5}},
     "x0_hat": {"marker": {"color": "rgba(0,0,0,0.55)", "size": 4, "symbol": "x"}},
     "warped grid": {"line": {"color": "rgba(60,90,200,0.45)", "width": 1}},
@@ -166,7 +171,10 @@ def overlay_layer(ov: Any) -> Layer:
     role = ov.role
     if role == "exact marginal" and ov.kind == "markers":
         role = "exact marginal samples"
-    return Layer(ov.name, ov.kind, xy=ov.xy, z=ov.z, grid=ov.grid, style=dict(OVERLAY_STYLES.get(role, {})))
+    style = dict(OVERLAY_STYLES.get(role, {}))
+    return Layer(
+        ov.name, ov.kind, xy=ov.xy, z=ov.z, grid=ov.grid, style=style, levels=tuple(ov.levels), role=ov.role
+    )
 
 
 # --------------------------------------------------------------------------- colours
@@ -208,7 +216,7 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     return table[i, np.arange(len(h))]
 
 
-# --------------------------------------------------------------------------- animation
+# --------------------------------------------------------------------------- axes
 def _axes(bounds: tuple[float, float], uirevision: str) -> dict[str, Any]:
     lo, hi = bounds
     ax = {"range": [lo, hi], "zeroline": False, "showgrid": True, "gridcolor": "#e5e5e5"}
@@ -219,187 +227,6 @@ def _axes(bounds: tuple[float, float], uirevision: str) -> dict[str, Any]:
         "plot_bgcolor": "white",
         "font": FONT,
     }
-
-
-def _frame_args(duration: int) -> dict[str, Any]:
-    return {
-        "frame": {"duration": duration, "redraw": True},
-        "mode": "immediate",
-        "fromcurrent": True,
-        "transition": {"duration": 0},
-    }
-
-
-def particle_animation(
-    paths: np.ndarray,
-    labels: Sequence[str],
-    *,
-    colors: Sequence[str] | None = None,
-    layers: Sequence[Layer] = (),
-    bounds: tuple[float, float] = (-4.5, 4.5),
-    title: str = "",
-    start_frame: int = 0,
-    marker_size: float = 5.0,
-    uirevision: str = "geoflow",
-    frame_ms: int = 80,
-    compact: bool = False,
-) -> AnimatedFigure:
-    """An animated scatter of particles that keep their identity across frames.
-
-    Args:
-        paths: (F, n, 2) particle positions per frame.
-        labels: F slider labels (e.g. ``"noising t=0.50"``).
-        colors: n colours (default: :func:`position_colors` of frame 0).
-        layers: overlays, each with F frames; drawn under the particles.
-        bounds: fixed square axis range (lo, hi).
-        title: figure title.
-        start_frame: the frame shown before play (single-step mode moves it).
-        marker_size: particle marker size in px.
-        uirevision: constant across reruns so zoom and pan survive.
-        frame_ms: playback duration of one frame (ms); the slow-motion button uses 5x.
-        compact: narrow layout (buttons under a full-width slider) for side-by-side figures.
-
-    The slider carries ``len(labels)`` steps; play, slow motion and pause are plotly buttons, so
-    the animation runs in the browser without a server round trip.
-
-    Returns:
-        a plotly Figure with ``len(labels)`` frames named ``"0"..."F-1"``.
-    """
-    paths = np.asarray(paths, dtype=np.float32)
-    if paths.ndim != 3 or paths.shape[2] != 2:
-        raise ValueError(f"paths must have shape (F, n, 2), got {paths.shape}")
-    n_frames = paths.shape[0]
-    if len(labels) != n_frames:
-        raise ValueError(f"need one label per frame: {len(labels)} labels for {n_frames} frames")
-    for layer in layers:
-        if layer.n_frames != n_frames:
-            raise ValueError(f"layer {layer.name!r} has {layer.n_frames} frames, particles have {n_frames}")
-    start = int(np.clip(start_frame, 0, n_frames - 1))
-    cols = list(colors) if colors is not None else position_colors(paths[0])
-
-    def particles(f: int) -> dict[str, Any]:
-        return {"type": "scatter", "mode": "markers", "x": paths[f, :, 0], "y": paths[f, :, 1]}
-
-    data = [layer.base_trace() for layer in layers]
-    for i, layer in enumerate(layers):
-        data[i].update(layer.trace(start))
-    base = particles(start)
-    base.update(
-        {
-            "name": "particles",
-            "marker": {"color": cols, "size": marker_size, "opacity": 0.85, "line": {"width": 0}},
-            "hoverinfo": "skip",
-        }
-    )
-    data.append(base)
-    traces = list(range(len(data)))
-    frames = [
-        {
-            "name": str(f),
-            "data": [_jsonable(layer.trace(f)) for layer in layers] + [_jsonable(particles(f))],
-            "traces": traces,
-        }
-        for f in range(n_frames)
-    ]
-    steps = [
-        {"args": [[str(f)], _frame_args(0)], "label": labels[f], "method": "animate"} for f in range(n_frames)
-    ]
-    layout = {
-        **_axes(bounds, uirevision),
-        "title": {"text": title},
-        "height": 760,
-        "margin": {"l": 50, "r": 20, "t": 110, "b": 190 if compact else 150},
-        "legend": {"orientation": "h", "x": 0.0, "y": 1.0, "yanchor": "bottom", "xanchor": "left"},
-        "updatemenus": [
-            {
-                "type": "buttons",
-                "direction": "left",
-                "x": 0.0,
-                "y": 0.0,
-                "xanchor": "left",
-                "yanchor": "top",
-                "pad": {"t": 130 if compact else 70, "r": 10},
-                "showactive": False,
-                "font": {"size": 15},
-                "buttons": [
-                    {"label": "▶ Play", "method": "animate", "args": [None, _frame_args(frame_ms)]},
-                    {"label": "Slow", "method": "animate", "args": [None, _frame_args(5 * frame_ms)]},
-                    {
-                        "label": "❚❚ Pause",
-                        "method": "animate",
-                        "args": [[None], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate"}],
-                    },
-                ],
-            }
-        ],
-        "sliders": [
-            {
-                "active": start,
-                "steps": steps,
-                "x": 0.0 if compact else 0.3,
-                "len": 1.0 if compact else 0.7,
-                "y": 0.0,
-                "yanchor": "top",
-                "pad": {"t": 50},
-                "currentvalue": {"prefix": "", "font": {"size": 18}},
-                "transition": {"duration": 0},
-                "font": {"size": 11},
-            }
-        ],
-    }
-    return AnimatedFigure({"data": [_jsonable(tr) for tr in data], "layout": layout, "frames": frames})
-
-
-def flow_animation(
-    traj: Any,
-    *,
-    title: str,
-    bounds: tuple[float, float],
-    layers: Sequence[Layer] = (),
-    color_by_noise: bool = False,
-    start_frame: int = 0,
-    uirevision: str = "geoflow",
-) -> AnimatedFigure:
-    """The Flows view of a ``geoflow.run.Trajectory``: particles coloured by x_0 (or x_T), overlays.
-
-    Args:
-        traj: the trajectory (``paths`` (F, n, 2), ``labels``, ``data`` and ``noise`` (n, 2)).
-        color_by_noise: colour by the start of generation x_T instead of the data x_0.
-    """
-    anchor = traj.noise if color_by_noise or traj.data is None else traj.data
-    return particle_animation(
-        traj.paths,
-        traj.labels,
-        colors=position_colors(anchor),
-        layers=layers,
-        bounds=bounds,
-        title=title,
-        start_frame=start_frame,
-        uirevision=uirevision,
-    )
-
-
-def still_figure(fig: go.Figure, frame: int) -> go.Figure:
-    """The figure at one frame, without frames, slider or buttons (for PNG/SVG export)."""
-    if isinstance(fig, AnimatedFigure):
-        d = fig.raw
-        data = [{k: _decode_typed(v) for k, v in tr.items()} for tr in d["data"]]
-        out = go.Figure(data=data, layout=d["layout"])
-        raw = d["frames"]
-    else:
-        out = go.Figure(fig)
-        raw = [f.to_plotly_json() for f in fig.frames]
-    if raw:
-        f = int(np.clip(frame, 0, len(raw) - 1))
-        for i, tr in zip(raw[f]["traces"], raw[f]["data"], strict=True):
-            out.data[i].update({k: _decode_typed(v) for k, v in tr.items()})
-        label = out.layout.sliders[0].steps[f].label if out.layout.sliders else ""
-        title = (out.layout.title.text or "") + (f" ({label})" if label else "")
-        out.update_layout(title_text=title)
-    out.frames = ()
-    out.layout.sliders = ()
-    out.layout.updatemenus = ()
-    return out
 
 
 def line_chart(
@@ -484,20 +311,22 @@ def figure_json_bytes(fig: go.Figure) -> int:
 
 # --------------------------------------------------------------------------- images
 def image_grid(x: torch.Tensor, nrow: int = 8, pad: int = 1, scale: int = 4) -> np.ndarray:
-    """Tile images ``(B, 1, H, W)`` in [-1, 1] into one uint8 array (rows, cols), grey padding."""
-    if x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"expected grey images of shape (B, 1, H, W), got {tuple(x.shape)}")
+    """Tile images ``(B, C, H, W)`` in [-1, 1] into one uint8 array, grey padding.
+
+    C = 1 (grey) gives ``(rows, cols)``; C = 3 (RGB) gives ``(rows, cols, 3)``.
+    """
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"expected grey or RGB images of shape (B, 1 or 3, H, W), got {tuple(x.shape)}")
     if nrow < 1 or scale < 1:
         raise ValueError("nrow and scale must be >= 1")
-    b, _, h, w = x.shape
-    img = ((x.detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0]
-    img = img.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    b, c, h, w = x.shape
+    img = ((x.detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    img = img.repeat_interleave(scale, 2).repeat_interleave(scale, 3).permute(0, 2, 3, 1)  # (B, h, w, C)
     h, w = h * scale, w * scale
     ncol, nrows = min(nrow, b), math.ceil(b / nrow)
-    out = np.full((nrows * (h + pad) + pad, ncol * (w + pad) + pad), 128, dtype=np.uint8)
+    out = np.full((nrows * (h + pad) + pad, ncol * (w + pad) + pad, c), 128, dtype=np.uint8)
     for k in range(b):
-        r, c = divmod(k, nrow)
-        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = (
-            img[k].numpy()
-        )
-    return out
+        r, col = divmod(k, nrow)
+        y0, x0 = pad + r * (h + pad), pad + col * (w + pad)
+        out[y0 : y0 + h, x0 : x0 + w] = img[k].numpy()
+    return out[..., 0] if c == 1 else out

@@ -3,7 +3,9 @@
 Overlays of a 2-D :class:`~geoflow.run.Trajectory`, one array per frame so the browser animates
 them with the particles: velocity arrows, x0_hat, the warped grid (flow map), the exact marginal,
 the JKO path and the W2 geodesic. :func:`path_metrics` gives W2 to the exact path and the free
-energy along it. ``geoflow.figures`` turns an :class:`Overlay` into a plotly trace.
+energy along it; :func:`frame_agreement` gives, at every frame, W2 of the particles to the JKO path
+and to the exact marginal with the finite-sample floor (carried in the figure, so the numbers move
+with the slider). ``geoflow.figures`` turns an :class:`Overlay` into a plotly trace.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 
 from geoflow import jko, metrics, wgf
-from geoflow.densities import Density, GaussianMixture
+from geoflow.densities import Density, GaussianMixture, PointCloud
 from geoflow.run import STREAM_DATA, RunSpec, ScoreSource, Trajectory, generator
 from geoflow.samplers import sample_ode_euler
 from geoflow.score import batch_time, tweedie_x0
@@ -24,9 +26,11 @@ from geoflow.sde import SDE, probability_flow_velocity
 OVERLAYS = ("exact marginal", "JKO path", "velocity field", "x0_hat", "warped grid", "W2 geodesic")
 OverlayKind = str  # "markers" | "lines" | "contour"
 ARROW_GRID = 13
-CONTOUR_GRID = 44
+CONTOUR_GRID = 64
+CONTOUR_MASS = (20, 50, 80)  # iso-density lines enclosing these percentages of p_t's mass
+KDE_POINTS = 500  # a sample-only density's marginal: the closed-form p_t of a KDE of this many points
+STREAM_KDE = 25
 X0_HAT_SHOWN = 300
-EXACT_SAMPLES_SHOWN = 600
 JKO_PARTICLES = 300  # a non-preset density runs the blob JKO on this many particles
 JKO_H = 0.25
 JKO_KEYFRAMES = 21
@@ -34,6 +38,7 @@ JKO_SHOWN = 400
 GEODESIC_PARTICLES = 500
 METRIC_FRAMES = 30
 METRIC_PARTICLES = 400
+AGREEMENT_PARTICLES = 200  # per-frame exact W2 on this many particles (cheap enough for every frame)
 
 
 @dataclass
@@ -45,7 +50,9 @@ class Overlay:
         role: one of :data:`OVERLAYS` (``geoflow.figures`` styles by it).
         kind: ``markers``, ``lines`` (polylines separated by NaN rows) or ``contour``.
         xy: (F, m, 2) float32 for markers / lines.
-        z: (F, g, g) float32 for a contour on ``grid`` (g,) in x and y.
+        z: (F, g, g) for a contour on ``grid`` (g,) in x and y; the exact marginal's is uint8, the
+            percentage of p_t's mass enclosed by the iso-density line through each grid point.
+        levels: the contour levels to draw (in z's units), if not plotly's own choice.
     """
 
     name: str
@@ -54,6 +61,7 @@ class Overlay:
     xy: np.ndarray | None = None
     z: np.ndarray | None = None
     grid: np.ndarray | None = None
+    levels: tuple[float, ...] = ()
 
     @property
     def n_frames(self) -> int:
@@ -156,26 +164,79 @@ def compute_overlays(
     return out, notes
 
 
+def marginal_mixture(spec: RunSpec, density: Density) -> tuple[GaussianMixture, str]:
+    """The mixture whose closed-form marginals the overlay draws, and how to name it.
+
+    A Gaussian mixture is its own; a density known only through samples (two_moons, ...) is replaced
+    by the Gaussian kernel density of ``KDE_POINTS`` fixed data points
+    (:class:`~geoflow.densities.PointCloud`): a mixture too, so its p_t is closed form at every t.
+    """
+    if isinstance(density, GaussianMixture):
+        return density, "exact p_t"
+    pts = density.sample(KDE_POINTS, generator(spec.seed, STREAM_KDE)).numpy()
+    return PointCloud(pts, name=f"KDE of {density.name}"), f"p_t of a {KDE_POINTS}-point KDE"
+
+
+def mass_levels(p: np.ndarray) -> np.ndarray:
+    """Percent of the mass inside the iso-density line through each grid point (highest-density regions).
+
+    Args:
+        p: (g, g) density values on a uniform grid.
+
+    Returns:
+        (g, g) uint8 in [0, 100]: 0 at the mode, 100 far out; the line at level q encloses q % of
+        the (gridded) mass, so the same levels mean the same thing in every frame.
+    """
+    flat = np.asarray(p, np.float64).ravel()
+    order = np.argsort(-flat)
+    cum = np.cumsum(flat[order])
+    cum /= max(cum[-1], 1e-300)
+    out = np.empty_like(flat)
+    out[order] = cum
+    return np.round(100 * out).astype(np.uint8).reshape(np.shape(p))
+
+
+def marginal_grid(mix: GaussianMixture, sde: SDE, t: float, grid: np.ndarray) -> np.ndarray:
+    """The mixture's marginal density p_t on the square grid ``grid`` x ``grid``: (g, g), ``[iy, ix]``.
+
+    Components with diagonal covariances (every KDE, most presets) factor into x and y, so the grid
+    is one (g, K) x (K, g) product; others go through :func:`geoflow.wgf.marginal_density_grid`.
+    """
+    m, c = mix.marginal_params(t, sde)
+    m, c = m.double().numpy(), c.double().numpy()
+    if np.abs(c[:, 0, 1]).max() > 0 or np.abs(c[:, 1, 0]).max() > 0:
+        g = wgf.marginal_density_grid(mix, sde, t, (float(grid[0]), float(grid[-1])), len(grid))
+        return np.asarray(g.P, dtype=np.float64)
+    w = mix.weights.double().numpy()
+    g = np.asarray(grid, dtype=np.float64)
+
+    def gauss(axis: int) -> np.ndarray:  # (K, g): the 1-D normal density of each component
+        var = c[:, axis, axis][:, None]
+        return np.exp(-0.5 * (g[None, :] - m[:, axis][:, None]) ** 2 / var) / np.sqrt(2 * math.pi * var)
+
+    return (gauss(1) * w[:, None]).T @ gauss(0)
+
+
 def exact_marginal_overlay(
     spec: RunSpec, sde: SDE, density: Density, traj: Trajectory, bounds: tuple[float, float]
 ) -> Overlay:
-    """The exact marginal p_t per frame: a density grid for a mixture, else fresh exact samples."""
-    if isinstance(density, GaussianMixture):
-        grids = [wgf.marginal_density_grid(density, sde, float(t), bounds, CONTOUR_GRID) for t in traj.times]
-        return Overlay(
-            "exact marginal p_t",
-            "exact marginal",
-            "contour",
-            z=np.stack([g.P for g in grids]).astype(np.float32),
-            grid=np.asarray(grids[0].X[0], dtype=np.float32),
-        )
-    m = min(spec.n, EXACT_SAMPLES_SHOWN)
-    x0 = density.sample(m, generator(spec.seed, 7)).float()
-    z = torch.randn(x0.shape, generator=generator(spec.seed, 8))
-    xy = np.stack(
-        [sde.marginal_sample(x0, float(t), noise=z).numpy() if t > 0 else x0.numpy() for t in traj.times]
+    """Iso-density lines of the exact marginal p_t in every frame (closed form, see :func:`marginal_mixture`).
+
+    The lines enclose ``CONTOUR_MASS`` percent of p_t's mass, computed once per frame on a
+    ``CONTOUR_GRID`` grid.
+    """
+    mix, what = marginal_mixture(spec, density)
+    grid = np.linspace(bounds[0], bounds[1], CONTOUR_GRID)
+    z = [mass_levels(marginal_grid(mix, sde, float(np.clip(t, 0.0, sde.T)), grid)) for t in traj.times]
+    mass = "/".join(str(m) for m in CONTOUR_MASS)
+    return Overlay(
+        f"{what}: {mass}% mass lines",
+        "exact marginal",
+        "contour",
+        z=np.stack(z),
+        grid=np.asarray(grid, dtype=np.float32),
+        levels=tuple(float(m) for m in CONTOUR_MASS),
     )
-    return Overlay("exact marginal (samples)", "exact marginal", "markers", xy=xy.astype(np.float32))
 
 
 def jko_keyframes(spec: RunSpec, sde: SDE, density: Density) -> tuple[np.ndarray, np.ndarray]:
@@ -197,10 +258,16 @@ def jko_keyframes(spec: RunSpec, sde: SDE, density: Density) -> tuple[np.ndarray
 
 
 def jko_overlay(spec: RunSpec, sde: SDE, density: Density, traj: Trajectory, key: str) -> Overlay:
-    """The JKO particles at the keyframe nearest each frame's time."""
+    """The JKO particles at every frame's time, continuous between keyframes.
+
+    Between two keyframes the particles follow the W2 geodesic of POT's optimal coupling of the two
+    (McCann displacement interpolation, :func:`geoflow.metrics.displacement_interpolation`), at the
+    fraction of the interval in flow time ``s = int beta`` (the JKO scheme's own time).
+    """
     kf_t, kf_x = jko_keyframes(spec, sde, density)
-    idx = np.abs(traj.times[:, None] - kf_t[None, :]).argmin(1)
-    return Overlay(f"JKO path ({len(kf_t)} keyframes, nearest shown)", "JKO path", "markers", xy=kf_x[idx])
+    s_kf, s_frames = wgf.flow_time(sde, kf_t), wgf.flow_time(sde, np.clip(traj.times, 0.0, sde.T))
+    xy = metrics.displacement_interpolation(s_kf, kf_x, s_frames)
+    return Overlay(f"JKO path ({len(kf_t)} keyframes, interpolated)", "JKO path", "markers", xy=xy)
 
 
 def velocity(source: ScoreSource, x: torch.Tensor, t: float, reverse: bool) -> torch.Tensor:
@@ -355,6 +422,65 @@ def path_metrics(spec: RunSpec, sde: SDE, density: Density, traj: Trajectory) ->
         "w2_data_floor": metrics.exact_w2(data_a, data_b),
         "n_eval": m,
     }
+
+
+def frame_agreement(
+    spec: RunSpec,
+    sde: SDE,
+    density: Density,
+    traj: Trajectory,
+    jko_xy: np.ndarray | None = None,
+    m: int = AGREEMENT_PARTICLES,
+) -> dict:
+    """At every frame: W2 of the particles to the exact marginal p_t and to the JKO path, with the floor.
+
+    Exact W2 (POT ``emd2``) on the first ``m`` particles (i.i.d. draws: a random subsample). The
+    exact sample of p_t is ``alpha(t) x_0 + sigma(t) z`` for one fixed data sample x_0 and noise z
+    (a true sample at every t, the same draw across frames so the curve is smooth); the floor is W2
+    between two independent such samples of the same size: what a perfect sampler would measure.
+    The free energy ``KL(mu_t || pi)`` (VP only) is the k-NN estimate on all recorded particles per
+    frame and, for mixtures, the exact value at up to ``METRIC_FRAMES`` times.
+
+    Args:
+        jko_xy: the JKO overlay's particles (F, k, 2), or None (``w2_jko`` is then NaN).
+
+    Returns:
+        ``t, w2_exact, w2_jko, w2_floor, free_energy`` (F,) float64 lists, ``fe_exact_t`` and
+        ``fe_exact`` (the exact free energy's times and values; empty without a mixture), ``n_eval``.
+    """
+    n_f = traj.paths.shape[0]
+    m = min(m, traj.paths.shape[1])
+    x0a = density.sample(m, generator(spec.seed, 26)).float()
+    x0b = density.sample(m, generator(spec.seed, 27)).float()
+    za = torch.randn(x0a.shape, generator=generator(spec.seed, 28))
+    zb = torch.randn(x0b.shape, generator=generator(spec.seed, 29))
+    nan = float("nan")
+    out: dict[str, list] = {k: [] for k in ("t", "w2_exact", "w2_jko", "w2_floor", "free_energy")}
+    vp = sde.name == "vp"
+    for f in range(n_f):
+        t = float(np.clip(traj.times[f], 0.0, sde.T))
+        ex_a = (sde.marginal_sample(x0a, t, noise=za) if t > 0 else x0a).numpy().astype(np.float64)
+        ex_b = (sde.marginal_sample(x0b, t, noise=zb) if t > 0 else x0b).numpy().astype(np.float64)
+        x = traj.paths[f].astype(np.float64)
+        ok = bool(np.all(np.isfinite(x)))
+        out["t"].append(t)
+        out["w2_floor"].append(metrics.exact_w2(ex_a, ex_b))
+        out["w2_exact"].append(metrics.exact_w2(x[:m], ex_a) if ok else nan)
+        jko_ok = ok and jko_xy is not None and jko_xy.shape[1] >= 2
+        out["w2_jko"].append(metrics.exact_w2(x[:m], jko_xy[f, :m]) if jko_ok else nan)  # type: ignore[index]
+        fe = nan
+        if vp and ok:
+            try:
+                fe = wgf.free_energy_particles(x)
+            except ValueError:  # duplicate particles (a collapsed sample) have no k-NN entropy
+                pass
+        out["free_energy"].append(fe)
+    fe_t: list[float] = []
+    fe_exact: list[float] = []
+    if vp and isinstance(density, GaussianMixture):
+        fe_t = np.linspace(0.0, sde.T, METRIC_FRAMES).tolist()
+        fe_exact = [float(v) for v in wgf.free_energy_exact(density, np.asarray(fe_t), sde)]
+    return {**out, "fe_exact_t": fe_t, "fe_exact": fe_exact, "n_eval": m}
 
 
 def final_quality(spec: RunSpec, density: Density, final: np.ndarray, diverged: bool) -> dict:
