@@ -50,6 +50,27 @@ def path_metrics(
     return overlays.path_metrics(spec, _source.sde, _density, _traj)
 
 
+@st.cache_data(max_entries=32, show_spinner="W2 to the JKO path and to p_t at every frame ...")
+def _frame_agreement(
+    spec: run.RunSpec, density_key: str, source_key: str, with_jko: bool, _density: Density, _sde, _traj, _jko
+) -> dict:
+    return overlays.frame_agreement(spec, _sde, _density, _traj, _jko)
+
+
+def frame_agreement(
+    spec: run.RunSpec,
+    density_key: str,
+    source_key: str,
+    _density: Density,
+    _source: run.ScoreSource,
+    _traj: run.Trajectory,
+    _jko: np.ndarray | None,
+) -> dict:
+    """Cached :func:`geoflow.overlays.frame_agreement` (``_jko``: the JKO overlay's particles or None)."""
+    has_jko = _jko is not None
+    return _frame_agreement(spec, density_key, source_key, has_jko, _density, _source.sde, _traj, _jko)
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def final_quality(
     spec: run.RunSpec,

@@ -25,6 +25,7 @@ SCORES = ("auto", "exact", "pretrained", "session")
 SPACING_CHOICES = ("default", "uniform", "quadratic", "logsnr")
 T_KINDS = ("tweedie", "learned", "exact")
 APP_ERRORS = (ValueError, CheckpointError, RuntimeError)
+EXPORT_SIZE_LABELS = {"screen": "screen (1200 x 800)", "slide": "slide (1920 x 1080, large fonts)"}
 
 
 def label(name: str) -> str:
@@ -192,32 +193,54 @@ def prepare(spec: RunSpec) -> tuple[ScoreSource, Any, Trajectory] | None:
     return src, density, traj
 
 
-def export_panel(
-    fig: Any, traj: Trajectory, frame: int, bounds: tuple[float, float], csv: bytes, key: str
-) -> None:
-    """Download buttons: PNG / SVG of a frame (kaleido), GIF / MP4 of the animation, CSV of numbers.
+def export_panel(fig: Any, frame: int, csv: Any, key: str) -> None:
+    """Exports of what the chart shows: PNG / SVG of the current frame, GIF / MP4 of the animation.
 
-    Encoding a movie costs seconds, so each export is made on request (a button), then offered.
+    Every export is rendered by kaleido from the same plotly figure the chart draws (every overlay,
+    the per-frame notes, title, axes, legend, colours), at screen or slide size. Rendering costs
+    seconds (a movie: about half a second a frame), so each is made on request, with a progress
+    bar, then offered for download. ``csv``: the positions' CSV (bytes or a callable), or None.
     """
-    from geoflow import export, figures
+    from geoflow import export
+    from geoflow.animation import still_figure
 
-    cols = st.columns(5)
-    cols[4].download_button(
-        "CSV of positions", csv, file_name=f"{key}.csv", mime="text/csv", key=f"{key}_csv"
+    names = list(export.EXPORT_STYLES)
+    size = st.radio(
+        "export size",
+        names,
+        horizontal=True,
+        key=f"{key}_style",
+        format_func=lambda n: EXPORT_SIZE_LABELS.get(n, n),
     )
+    style = export.EXPORT_STYLES[size]
+    shown = export.animation_frames(len(fig.raw_frames))
+    st.caption(
+        f"GIF / MP4: {len(shown)} frames of {len(fig.raw_frames)} (at most {export.MAX_ANIMATION_FRAMES}), "
+        "each rendered from this figure; PNG / SVG: the frame set by the step buttons."
+    )
+    cols = st.columns(5)
+    if csv is not None:
+        cols[4].download_button(
+            "CSV of positions", csv, file_name=f"{key}.csv", mime="text/csv", key=f"{key}_csv"
+        )
     store = st.session_state.setdefault("exports", {})
     for col, fmt in zip(cols[:4], ("png", "svg", "gif", "mp4"), strict=True):
         sk = f"{key}_{fmt}"
-        if col.button(f"make {fmt.upper()}", key=f"{sk}_make", help="render this export in memory"):
+        if col.button(f"make {fmt.upper()}", key=f"{sk}_make", help=f"render this export ({size}) in memory"):
             try:
-                with st.spinner(f"rendering {fmt.upper()} ..."):
-                    if fmt in ("png", "svg"):
-                        store[sk] = export.static_image(figures.still_figure(fig, frame), fmt)  # type: ignore[arg-type]
-                    else:
-                        every = max(1, traj.paths.shape[0] // 120)
-                        colors = figures.position_colors(traj.noise)
-                        imgs = export.render_frames(traj.paths, colors, bounds, traj.labels, every=every)
+                if fmt in ("png", "svg"):
+                    with st.spinner(f"rendering {fmt.upper()} ..."):
+                        store[sk] = export.static_image(still_figure(fig, frame), fmt, style=style)  # type: ignore[arg-type]
+                else:
+                    bar = col.progress(0.0, text=f"{len(shown)} frames ...")
+
+                    def progress(done: int, total: int, bar: Any = bar) -> None:
+                        bar.progress(done / total, text=f"frame {done} of {total}")
+
+                    imgs = export.render_frames(fig, shown, style=style, progress=progress)
+                    with st.spinner(f"encoding {fmt.upper()} ..."):
                         store[sk] = export.gif_bytes(imgs) if fmt == "gif" else export.mp4_bytes(imgs)
+                    bar.empty()
             except export.ExportUnavailable as e:
                 col.warning(str(e))
             except (OSError, RuntimeError, ValueError) as e:

@@ -2,9 +2,11 @@
 
 * :func:`static_image`: PNG/SVG of one (still) figure through kaleido, which needs a Chrome/Chromium
   (:func:`find_chromium`; :class:`ExportUnavailable` says when there is none).
-* :func:`render_frames`, :func:`gif_bytes`, :func:`mp4_bytes`: the animation's frames drawn with PIL
-  (no browser needed), as an animated GIF, or as an H.264 MP4 through the ffmpeg of the
-  imageio-ffmpeg wheel.
+* :func:`render_frames`: every frame of an animated figure rendered by kaleido from the *same* plotly
+  figure the screen shows (:func:`geoflow.animation.still_figure` of each frame: every overlay, the
+  notes, title, axes, legend and colouring), at a size and font scale (:data:`EXPORT_STYLES`, e.g.
+  ``slide``: 1920 x 1080 with large fonts), with a progress callback; :func:`gif_bytes` and
+  :func:`mp4_bytes` encode them (H.264 through the ffmpeg of the imageio-ffmpeg wheel).
 * :func:`paths_csv`, :func:`table_csv`: the numbers behind a figure, as CSV.
 * :func:`save_image_grid`: images as one PNG grid (:func:`geoflow.figures.image_grid`).
 
@@ -13,12 +15,14 @@ Figures themselves are built in :mod:`geoflow.figures`; this module may import i
 
 from __future__ import annotations
 
+import asyncio
 import io
-import math
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -29,6 +33,34 @@ import torch
 from geoflow.figures import image_grid
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+MAX_ANIMATION_FRAMES = 100  # a GIF/MP4 shows at most this many frames (evenly spread, the last kept)
+RENDER_TABS = 2  # kaleido renders this many frames at a time
+RENDER_TIMEOUT_S = 60.0  # one frame
+_RENDERING = threading.BoundedSemaphore(1)  # one movie export at a time per process (a classroom server)
+
+
+@dataclass(frozen=True)
+class ExportStyle:
+    """Size and scale of an exported image.
+
+    Attributes:
+        name: ``screen`` or ``slide``.
+        width, height: pixels.
+        font_scale: factor on every font (title, axes, legend, notes).
+        marker_scale: factor on marker sizes (particles, JKO markers, cursors).
+    """
+
+    name: str
+    width: int
+    height: int
+    font_scale: float = 1.0
+    marker_scale: float = 1.0
+
+
+EXPORT_STYLES = {
+    "screen": ExportStyle("screen", 1200, 800),
+    "slide": ExportStyle("slide", 1920, 1080, font_scale=1.75, marker_scale=1.6),
+}
 
 
 class ExportUnavailable(RuntimeError):
@@ -46,64 +78,158 @@ def find_chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("google-chrome")
 
 
-def static_image(fig: go.Figure, fmt: Literal["png", "svg"] = "png", scale: float = 2.0) -> bytes:
+def _require_chromium(what: str) -> None:
+    chrome = find_chromium()
+    if chrome is None:
+        raise ExportUnavailable(
+            f"{what} needs Chromium (kaleido drives it): install it with `apt-get install chromium`, "
+            "or use the camera icon of the chart."
+        )
+    os.environ.setdefault("BROWSER_PATH", chrome)
+
+
+def styled(fig: go.Figure, style: ExportStyle) -> go.Figure:
+    """A still figure at an export style: its size, every font and the markers scaled.
+
+    Args:
+        fig: a still figure (:func:`geoflow.animation.still_figure`); changed in place and returned.
+    """
+    k = style.font_scale
+    base = fig.layout.font.size or 16
+    fig.update_layout(width=style.width, height=style.height, font_size=base * k)
+    if fig.layout.title.font.size:
+        fig.layout.title.font.size *= k
+    for ann in fig.layout.annotations:
+        ann.font.size = (ann.font.size or base) * k
+    m = fig.layout.margin
+    fig.update_layout(margin={"t": (m.t or 100) * k, "l": (m.l or 60) * k, "b": 60 * k, "r": (m.r or 20) * k})
+    for tr in fig.data:
+        if (
+            getattr(tr, "type", "") == "scatter"
+            and "markers" in (tr.mode or "")
+            and tr.marker.size is not None
+        ):
+            tr.marker.size = (
+                np.asarray(tr.marker.size) * style.marker_scale
+                if np.ndim(tr.marker.size)
+                else (tr.marker.size * style.marker_scale)
+            )
+    return fig
+
+
+def static_image(
+    fig: go.Figure, fmt: Literal["png", "svg"] = "png", scale: float = 2.0, style: ExportStyle | None = None
+) -> bytes:
     """PNG or SVG bytes of a (still) figure through kaleido.
+
+    Args:
+        style: size and font scale (:data:`EXPORT_STYLES`); default 900 x 800 at the screen's fonts.
 
     Raises:
         ExportUnavailable: no Chromium found, or kaleido failed to drive it.
     """
     if fmt not in ("png", "svg"):
         raise ValueError(f"unknown image format {fmt!r}; valid: png, svg")
-    chrome = find_chromium()
-    if chrome is None:
-        raise ExportUnavailable(
-            "PNG/SVG export needs Chromium (kaleido drives it): install it with "
-            "`apt-get install chromium`, or use the camera icon of the chart, or the GIF export."
-        )
-    os.environ.setdefault("BROWSER_PATH", chrome)
+    _require_chromium("PNG/SVG export")
+    if style is not None:
+        fig = styled(go.Figure(fig), style)
+    width, height = (style.width, style.height) if style is not None else (900, 800)
+    if style is not None and fmt == "png":
+        scale = 1.0
     try:
-        return fig.to_image(format=fmt, scale=scale if fmt == "png" else 1.0, width=900, height=800)
+        return fig.to_image(format=fmt, scale=scale if fmt == "png" else 1.0, width=width, height=height)
     except Exception as e:  # kaleido raises many kinds; the user needs one readable line
         raise ExportUnavailable(f"static export failed ({type(e).__name__}: {str(e)[:200]})") from None
 
 
+def animation_frames(n_frames: int, max_frames: int = MAX_ANIMATION_FRAMES) -> list[int]:
+    """Frame indices a movie shows: all of them, or ``max_frames`` evenly spread (first and last kept)."""
+    if n_frames <= max_frames:
+        return list(range(n_frames))
+    return sorted({int(round(v)) for v in np.linspace(0, n_frames - 1, max_frames)})
+
+
 def render_frames(
-    paths: np.ndarray,
-    colors: Sequence[str],
-    bounds: tuple[float, float],
-    labels: Sequence[str] | None = None,
-    size: int = 480,
-    radius: float = 2.0,
-    every: int = 1,
+    fig: go.Figure,
+    frames: Sequence[int] | None = None,
+    *,
+    style: ExportStyle = EXPORT_STYLES["screen"],
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[np.ndarray]:
-    """Draw each frame of ``paths`` (F, n, 2) as an RGB image with PIL (no browser needed).
+    """Render frames of an animated figure with kaleido: what the screen shows, frame by frame.
+
+    Each frame is :func:`geoflow.animation.still_figure` of the figure the app draws (every overlay,
+    the per-frame notes, title, axes, legend, colours), at ``style``'s size and fonts.
+
+    Args:
+        fig: the animated figure.
+        frames: frame indices (default :func:`animation_frames` of all).
+        style: :data:`EXPORT_STYLES` entry.
+        progress: called with ``(done, total)`` after each frame.
 
     Returns:
-        list of (size, size, 3) uint8 arrays.
-    """
-    from PIL import Image, ImageDraw
+        RGB frames, (height, width, 3) uint8 each.
 
-    lo, hi = bounds
-    paths = np.asarray(paths, dtype=np.float64)
-    rgb = [tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in colors]
-    px = (paths - lo) / (hi - lo) * (size - 1)
-    out = []
-    for f in range(0, paths.shape[0], max(1, every)):
-        img = Image.new("RGB", (size, size), "white")
-        draw = ImageDraw.Draw(img)
-        # light axes through the origin, as in the live figure
-        o = (0 - lo) / (hi - lo) * (size - 1)
-        draw.line([(o, 0), (o, size)], fill=(225, 225, 225))
-        draw.line([(0, size - 1 - o), (size, size - 1 - o)], fill=(225, 225, 225))
-        for (x, y), c in zip(px[f], rgb, strict=True):
-            if not (math.isfinite(x) and math.isfinite(y)):
-                continue
-            yy = size - 1 - y
-            draw.ellipse([x - radius, yy - radius, x + radius, yy + radius], fill=c)
-        if labels is not None:
-            draw.text((8, 8), labels[f], fill=(0, 0, 0))
-        out.append(np.asarray(img))
-    return out
+    Raises:
+        ExportUnavailable: no Chromium, or kaleido failed.
+    """
+    from PIL import Image
+
+    from geoflow.animation import AnimatedFigure, still_figure
+
+    _require_chromium("GIF/MP4 export")
+    n_total = len(fig.raw_frames) if isinstance(fig, AnimatedFigure) else max(len(fig.frames), 1)
+    picks = list(frames) if frames is not None else animation_frames(n_total)
+    opts = {"format": "png", "width": style.width, "height": style.height, "scale": 1}
+    stills = [styled(still_figure(fig, f), style) for f in picks]
+    done = [0]
+
+    async def render_all() -> list[bytes]:
+        import kaleido
+
+        async with kaleido.Kaleido(n=RENDER_TABS, timeout=RENDER_TIMEOUT_S, mathjax=False) as k:
+            gate = asyncio.Semaphore(RENDER_TABS)
+
+            async def one(still: go.Figure) -> bytes:
+                async with gate:
+                    png = await k.calc_fig(still, opts=opts)
+                done[0] += 1
+                if progress is not None:
+                    progress(done[0], len(stills))
+                return png
+
+            return list(await asyncio.gather(*(one(s) for s in stills)))
+
+    with _RENDERING:
+        try:
+            pngs = _run_async(render_all)
+        except Exception as e:  # kaleido / choreographer raise many kinds
+            raise ExportUnavailable(
+                f"rendering the frames failed ({type(e).__name__}: {str(e)[:200]})"
+            ) from None
+    return [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in pngs]
+
+
+def _run_async(fn: Callable[[], Any]) -> Any:
+    """Run a coroutine function to completion, also from a thread whose event loop already runs."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(fn())
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["out"] = asyncio.run(fn())
+        except BaseException as e:  # re-raised in the caller's thread
+            box["err"] = e
+
+    th = threading.Thread(target=target)
+    th.start()
+    th.join()
+    if "err" in box:
+        raise box["err"]
+    return box["out"]
 
 
 def gif_bytes(images: Sequence[np.ndarray], fps: float = 12.0) -> bytes:
@@ -128,7 +254,7 @@ def mp4_bytes(images: Sequence[np.ndarray], fps: float = 12.0) -> bytes:
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "anim.mp4")
         writer = imageio_ffmpeg.write_frames(
-            path, (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=16
+            path, (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=8
         )
         writer.send(None)
         for im in images:
@@ -168,10 +294,10 @@ def table_csv(columns: dict[str, Sequence[Any]]) -> bytes:
 def save_image_grid(
     x: torch.Tensor, path_or_buffer: str | Path | IO[bytes], nrow: int = 8, scale: int = 4
 ) -> None:
-    """Write images ``(B, 1, H, W)`` in [-1, 1] as one PNG grid (to a path or a binary buffer)."""
+    """Write images ``(B, C, H, W)`` in [-1, 1] (C = 1 grey, 3 RGB) as one PNG grid (path or buffer)."""
     from PIL import Image
 
-    grid = Image.fromarray(image_grid(x, nrow=nrow, scale=scale), mode="L")
+    grid = Image.fromarray(image_grid(x, nrow=nrow, scale=scale))  # mode L or RGB from the array
     if isinstance(path_or_buffer, str | Path):
         Path(path_or_buffer).parent.mkdir(parents=True, exist_ok=True)
     grid.save(path_or_buffer, format="PNG")

@@ -112,13 +112,10 @@ def test_position_colors_and_arrows():
 
 
 def test_gif_mp4_csv_exports():
+    # the encoders (frames rendered from the figure itself are checked in tests/test_animation.py)
     rng = np.random.default_rng(1)
     paths = rng.normal(size=(4, 30, 2)).astype(np.float32)
-    imgs = export.render_frames(
-        paths, figures.position_colors(paths[0]), (-3, 3), ["a", "b", "c", "d"], size=96
-    )
-    assert len(imgs) == 4 and imgs[0].shape == (96, 96, 3)
-    assert (imgs[0] != 255).any()  # points were drawn
+    imgs = [rng.integers(0, 255, size=(96, 96, 3), dtype=np.uint8) for _ in range(4)]
     gif = export.gif_bytes(imgs)
     assert gif[:6] in (b"GIF87a", b"GIF89a")
     mp4 = export.mp4_bytes(imgs)
@@ -216,21 +213,24 @@ def test_flows_absurd_combinations_never_raise():
                 assert at.get("plotly_chart") or at.error
 
 
-def test_flows_side_charts_w2_and_free_energy():
-    at = run_page(None, side=True, **flows(steps=4, n=120))
+def test_flows_curves_w2_and_free_energy_in_the_figure():
+    at = run_page(None, **flows(steps=4, n=120, curves=True))
     assert not at.error, [e.value for e in at.error]
-    by_title = {s["layout"]["title"]["text"]: s for s in specs(at) if "title" in s["layout"]}
-    w2 = by_title["W2 to the exact marginal"]
-    fe = by_title["free energy KL(mu_t || pi)"]
-    ys = np.concatenate([decode(tr["y"]) for tr in w2["data"]])
+    (spec,) = [s for s in specs(at) if "sliders" in s["layout"]]
+    charts = [tr for tr in spec["data"] if tr.get("xaxis") in ("x2", "x3")]
+    w2 = [tr for tr in charts if tr["xaxis"] == "x2" and tr.get("mode") == "lines"]
+    fe = [tr for tr in charts if tr["xaxis"] == "x3" and tr.get("mode") == "lines"]
+    ys = np.concatenate([decode(tr["y"]) for tr in w2 if "to p_t" in tr["name"]])
     assert ys.size >= 4 and np.all(np.isfinite(ys)) and np.all(ys >= 0)
-    assert any(sh.get("type") == "line" for sh in w2["layout"].get("shapes", []))  # the floor
-    names = [tr["name"] for tr in fe["data"]]
-    assert "exact marginal" in names  # eight_gaussians is a mixture: its exact free energy is drawn
-    exact = decode(next(tr for tr in fe["data"] if tr["name"] == "exact marginal")["y"])
-    t = decode(next(tr for tr in fe["data"] if tr["name"] == "exact marginal")["x"])
-    order = np.argsort(t)
-    assert np.all(np.diff(exact[order]) <= 1e-6)  # Theorem 1: KL(mu_t || pi) decreases along the flow
+    assert any(tr["name"] == "floor" for tr in w2)
+    exact = next(tr for tr in fe if tr["name"] == "exact")  # eight_gaussians is a mixture: exact free energy
+    t, v = decode(exact["x"]), decode(exact["y"])
+    assert np.all(np.diff(v[np.argsort(t)]) <= 1e-6)  # Theorem 1: KL(mu_t || pi) decreases along the flow
+    # the cursors are moved by the frames (the slider), not by the server
+    cursors = [
+        i for i, tr in enumerate(spec["data"]) if tr.get("xaxis") in ("x2", "x3") and tr["mode"] == "markers"
+    ]
+    assert cursors and all(set(cursors) <= set(fr["traces"]) for fr in spec["frames"])
 
 
 def test_flows_gif_export_from_memory():
@@ -243,18 +243,29 @@ def test_flows_gif_export_from_memory():
 
 
 # --------------------------------------------------------------------------- Projection
+def panel_particles(spec: dict, frame: int) -> list[np.ndarray]:
+    """The particles of every panel of a figure at one frame (traces named "particles", in order)."""
+    idx = [i for i, tr in enumerate(spec["data"]) if tr.get("name") == "particles"]
+    fr = spec["frames"][frame]
+    out = []
+    for i in idx:
+        tr = fr["data"][fr["traces"].index(i)]
+        out.append(np.stack([decode(tr["x"]), decode(tr["y"])], 1))
+    return out
+
+
 def test_projection_side_by_side_same_noise_and_zero_strength_matches_em():
     at = run_page("projection", **{"projection.steps": 8, "projection.n": 200, "projection.strength": 0.0})
     anims = [s for s in specs(at) if "sliders" in s["layout"]]
-    assert len(anims) >= 3  # EM, predict-project, single-step
-    em, pp, single = anims[0], anims[1], anims[2]
-    assert (
-        "Euler-Maruyama" in em["layout"]["title"]["text"]
-        and "Predict-project" in pp["layout"]["title"]["text"]
-    )
-    np.testing.assert_array_equal(particles_at(em, 0), particles_at(pp, 0))
+    assert len(anims) >= 2  # EM | predict-project in one figure, single-step
+    ab, single = anims[0], anims[1]
+    title = ab["layout"]["title"]["text"]
+    assert "Euler-Maruyama" in title and "Predict-project" in title
+    em0, pp0 = panel_particles(ab, 0)
+    np.testing.assert_array_equal(em0, pp0)  # the same x_T
     # dmu = 0: predict-project is Euler-Maruyama step for step (method.md section 3)
-    np.testing.assert_allclose(particles_at(em, -1), particles_at(pp, -1), atol=1e-5)
+    em1, pp1 = panel_particles(ab, -1)
+    np.testing.assert_allclose(em1, pp1, atol=1e-5)
     # single-step mode: x_T, then predict / project / diffuse per step (the last step is the final denoise)
     labels = frame_labels(single)
     assert labels[1].endswith("predict") and labels[2].endswith("project") and "diffuse" in labels[3]
@@ -262,8 +273,8 @@ def test_projection_side_by_side_same_noise_and_zero_strength_matches_em():
 
     at.sidebar.number_input(key="projection.strength").set_value(2.0).run()
     assert not at.exception
-    pp2 = [s for s in specs(at) if "sliders" in s["layout"]][1]
-    assert not np.allclose(particles_at(pp2, -1), particles_at(pp, -1))
+    ab2 = [s for s in specs(at) if "sliders" in s["layout"]][0]
+    assert not np.allclose(panel_particles(ab2, -1)[1], pp1)
 
 
 # --------------------------------------------------------------------------- Images

@@ -1,4 +1,10 @@
-"""Projection: the paper's predict-project step against Euler-Maruyama on the same initial noise."""
+"""Projection: the paper's predict-project step against Euler-Maruyama on the same initial noise.
+
+A preset of the Flows page's A/B comparison (:mod:`comparison`): A is Euler-Maruyama, B one
+predict-project variant, same data, x_T and Brownian path, one figure with one slider. Below it:
+Euler-Maruyama at 2N (the NFE-matched baseline), the single-step predict / project / diffuse view,
+the shipped benchmark results and a live sweep.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,9 @@ import re
 from dataclasses import dataclass, replace
 
 import cache
+import comparison
 import numpy as np
+import presentation
 import sources
 import state
 import streamlit as st
@@ -43,65 +51,43 @@ def quality(spec: RunSpec, src: ScoreSource, density, traj: Trajectory) -> dict:
 
 
 def compute(s: Settings) -> dict | None:
-    got_a = W.prepare(s.base)
-    if got_a is None:
+    got = comparison.compute([("A", s.base), ("B", s.proj)])
+    if got is None:
         return None
-    src, density, ta = got_a
+    density, sides = got
+    src = sides[0].src
     dk = sources.density_key(s.base.data)
     try:
-        tb = cache.trajectory(s.proj, dk, src.key, density, src)
         # the NFE-matched baseline the paper omits: Euler-Maruyama with twice the steps
         em2 = replace(s.base, steps=min(2 * s.base.steps, W.MAX_STEPS))
         tc = cache.trajectory(em2, dk, src.key, density, src)
     except W.APP_ERRORS as e:
         W.show_error(e, "projection run")
         return None
-    return {
-        "src": src,
-        "density": density,
-        "base": ta,
-        "proj": tb,
-        "qa": quality(s.base, src, density, ta),
-        "qb": quality(s.proj, src, density, tb),
-        "em2": (em2, tc, quality(em2, src, density, tc)),
-    }
-
-
-def _generation(traj: Trajectory) -> tuple[np.ndarray, list[str]]:
-    k = traj.n_forward
-    return traj.paths[k:], traj.labels[k:]
+    return {"src": src, "density": density, "sides": sides, "em2": (em2, tc, quality(em2, src, density, tc))}
 
 
 def render(s: Settings, r: dict | None) -> None:
     if r is None:
         return
-    src, ta, tb = r["src"], r["base"], r["proj"]
+    src, sides = r["src"], r["sides"]
     bounds = plot_bounds(r["density"], src.sde)
-    colors = figures.position_colors(ta.noise)
-    cols = st.columns(2)
-    for col, spec, traj, q, key in ((cols[0], s.base, ta, r["qa"], "a"), (cols[1], s.proj, tb, r["qb"], "b")):
-        with col:
-            if traj.error:
-                st.error(f"diverged: {traj.error}")
-            paths, labels = _generation(traj)
-            fig = figures.particle_animation(
-                paths,
-                labels,
-                colors=colors,
-                bounds=bounds,
-                start_frame=len(labels) - 1,
-                title=f"{traj.sampler_label}<br>N={spec.steps}, NFE={traj.nfe}",
-                uirevision=f"proj-{key}",
-                compact=True,
-            )
-            st.plotly_chart(fig, theme=None, key=f"proj_chart_{key}")
-            m = st.columns(3)
-            m[0].metric("NFE", traj.nfe)
-            m[1].metric(
-                "W2 to data", f"{q['w2']:.3f}", help=f"floor {q['w2_floor']:.3f} (data vs data, same n)"
-            )
-            if np.isfinite(q["kl"]):
-                m[2].metric("KL (k-NN)", f"{q['kl']:.3f}", help=f"floor {q['kl_floor']:.3f} (true samples)")
+    colors = figures.position_colors(sides[0].traj.noise)
+    fig = comparison.figure(
+        r["density"],
+        sides,
+        color_by_noise=True,
+        generation_only=True,
+        start_frame=10**9,  # the final samples first
+        title=f"{sides[0].traj.sampler_label} vs {sides[1].traj.sampler_label}",
+        uirevision="proj-ab",
+        **presentation.figure_style(),
+    )
+    st.plotly_chart(fig, theme=None, key="proj_chart", config={"displaylogo": False})
+    if presentation.presenting():
+        st.caption("A: Euler-Maruyama, B: the projection variant, on the same x_T and Brownian path.")
+        return
+    comparison.quality_columns(sides)
     em2, tc, qc = r["em2"]
     m = st.columns(4)
     m[0].markdown(f"**Euler-Maruyama at N = {em2.steps}** (same NFE budget)")
@@ -109,14 +95,16 @@ def render(s: Settings, r: dict | None) -> None:
     m[2].metric("W2 to data", f"{qc['w2']:.3f}")
     if np.isfinite(qc["kl"]):
         m[3].metric("KL (k-NN)", f"{qc['kl']:.3f}")
+    qa = sides[0].quality
     st.caption(
         f"All runs start from the same x_T (seed {s.base.seed}) and use the same Brownian path. Floors: W2 "
-        f"{r['qa']['w2_floor']:.3f}, KL {r['qa']['kl_floor']:.3f} (NaN: no exact density). "
+        f"{qa['w2_floor']:.3f}, KL {qa['kl_floor']:.3f} (NaN: no exact density). "
         "Predict-project costs 2 NFE "
         "per step, hence the Euler-Maruyama run at twice the steps. Quality numbers use the shown particles: "
-        "at small n they cannot separate close samplers (see the floors)."
+        "at small n they cannot separate close samplers (see the floors). The same comparison, with any "
+        "other setting for A and B, is on the Flows page (A/B comparison)."
     )
-    single_step(s, tb, colors, bounds)
+    single_step(s, sides[1].traj, colors, bounds)
     curves(s, src, r["density"])
 
 
@@ -257,6 +245,9 @@ def curves(s: Settings, src: ScoreSource, density) -> None:
 
 settings = controls()
 state.sync_url()
-st.title("Projection: predict-project against Euler-Maruyama")
+if presentation.presenting():
+    presentation.apply()
+else:
+    st.title("Projection: predict-project against Euler-Maruyama")
 state.show_notices()
 render(settings, compute(settings))
