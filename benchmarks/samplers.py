@@ -31,7 +31,6 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +43,6 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._results import md_table, write_section  # noqa: E402
 from geoflow.checkpoints import (  # noqa: E402
     PRETRAINED_DIR,
-    load_model,
     pretrained_path,
     read_config,
     read_manifest,
@@ -52,12 +50,13 @@ from geoflow.checkpoints import (  # noqa: E402
 )
 from geoflow.densities import DENSITY_NAMES, GaussianMixture, get_density  # noqa: E402
 from geoflow.metrics import exact_w2, kl_knn, sliced_w2, summarize  # noqa: E402
-from geoflow.samplers import CORE_SAMPLERS, SAMPLERS, SamplerDiverged, sample  # noqa: E402
-from geoflow.sde import VESDE, VPSDE  # noqa: E402
+from geoflow.registry import STANDARD_SAMPLERS  # noqa: E402
+from geoflow.run import RunSpec, run  # noqa: E402
+from geoflow.sde import VPSDE  # noqa: E402
 from geoflow.train import TrainConfig, make_score_model_2d, train_score  # noqa: E402
 
 N_GRID = (10, 20, 40, 100, 1000)
-CORE = CORE_SAMPLERS
+CORE = STANDARD_SAMPLERS  # every standard sampler of the registry (predict-project: benchmarks/projection.py)
 QUICK_DATA = ("eight_gaussians", "asymmetric", "two_moons")
 SPEED_DATA = ("eight_gaussians", "asymmetric")
 N_SAMPLES = 10_000  # KL and sliced W2 (method.md section 4: n >= 10000)
@@ -141,11 +140,18 @@ def make_plan(quick: bool, data: str | None, sources: str = "all") -> Plan:
 # --------------------------------------------------------------------------- score sources
 @dataclass
 class Source:
-    """A score for one density: the exact mixture score or a trained model (VP; VE where exact)."""
+    """A score for one density, as a ``RunSpec.score``: ``exact`` or a trained model (VP).
+
+    ``score`` is the pretrained name, or the file itself when the manifest does not list it yet.
+    Annealed Langevin runs on the VE SDE: exact scores only.
+    """
 
     label: str
-    vp: Callable
-    ve: Callable | None  # annealed Langevin runs on the VE SDE: exact scores only
+    score: str
+
+    @property
+    def exact(self) -> bool:
+        return self.score == "exact"
 
 
 def shipped_model_path(name: str) -> Path | None:
@@ -165,17 +171,17 @@ def sources_for(name: str, cache: dict) -> list[Source]:
     dens = get_density(name)
     out = []
     if isinstance(dens, GaussianMixture):
-        out.append(Source("exact", dens.score_fn(VPSDE()), dens.score_fn(VESDE())))
+        out.append(Source("exact", "exact"))
     path = shipped_model_path(name)
     if path is None:
         print(f"  ({name}-vp is not shipped yet: trained-model rows skipped)", flush=True)
         return out
-    model = load_model(path, expect_kind="score")
     digest = sha256(path)
     known = cache.setdefault("models", {}).setdefault(f"{name}-vp", digest)
     if known != digest:
         raise SystemExit(f"{path.name} changed since the cached rows were made; use a fresh --cache")
-    out.append(Source(f"{name}-vp", model.score_fn(), None))
+    listed = f"{name}-vp" in read_manifest()
+    out.append(Source(f"{name}-vp", f"{name}-vp" if listed else str(path)))
     return out
 
 
@@ -208,29 +214,27 @@ class Quality:
 
 
 # --------------------------------------------------------------------------- runs
-def run_one(sampler: str, src: Source, n_steps: int, seed: int) -> tuple[torch.Tensor | None, dict]:
-    """One sampling run; the initial noise and the sampler seed depend on ``seed`` only."""
-    ve = sampler == "annealed_langevin"
-    sde = VESDE() if ve else VPSDE()
-    score = src.ve if ve else src.vp
-    info = SAMPLERS[sampler]
-    ts = sde.time_grid(n_steps, info.spacing)
-    x = sde.prior_sample((N_SAMPLES, 2), torch.Generator().manual_seed(1000 + seed))
-    nfe = {"n": 0}
+def run_one(
+    sampler: str, src: Source, n_steps: int, seed: int, name: str
+) -> tuple[torch.Tensor | None, dict]:
+    """One sampling run through :func:`geoflow.run.run`; the initial noise and the Brownian path depend
+    on ``seed`` only (``start="prior"``), the same for every sampler and N."""
+    spec = RunSpec(
+        data=name,
+        score=src.score,
+        sde="ve" if sampler == "annealed_langevin" else "vp",
+        sampler=sampler,
+        steps=n_steps,
+        seed=seed,
+        n=N_SAMPLES,
+        start="prior",
+        record=0,
+    )
     t0 = time.perf_counter()
-    try:
-        out = sample(
-            sampler,
-            score,
-            sde,
-            x,
-            ts,
-            generator=torch.Generator().manual_seed(2000 + seed),
-            callback=lambda d: nfe.__setitem__("n", d["nfe"]),
-        )
-    except SamplerDiverged as e:
-        return None, {"diverged": str(e), "wall": time.perf_counter() - t0}
-    return out, {"nfe": nfe["n"], "wall": time.perf_counter() - t0}
+    traj = run(spec)
+    if traj.error:
+        return None, {"diverged": traj.error, "wall": time.perf_counter() - t0}
+    return torch.from_numpy(traj.final), {"nfe": traj.nfe, "wall": time.perf_counter() - t0}
 
 
 def run_grid(plan: Plan, cache: dict) -> None:
@@ -245,7 +249,7 @@ def run_grid(plan: Plan, cache: dict) -> None:
             save_cache(cache)
         for src in sources_for(name, cache):
             for sampler in CORE:
-                if sampler == "annealed_langevin" and src.ve is None:
+                if sampler == "annealed_langevin" and not src.exact:
                     continue
                 for n_steps in N_GRID:
                     if not plan.covers(name, src.label, sampler, n_steps):
@@ -254,7 +258,7 @@ def run_grid(plan: Plan, cache: dict) -> None:
                         key = f"{name}|{src.label}|{sampler}|{n_steps}|{seed}"
                         if key in rows:
                             continue
-                        x, rec = run_one(sampler, src, n_steps, seed)
+                        x, rec = run_one(sampler, src, n_steps, seed, name)
                         if x is not None:
                             rec.update(quality(x, seed, seed in plan.w2_seeds))
                         rows[key] = rec
@@ -319,17 +323,19 @@ def speed_target(cache: dict, seeds: tuple[int, ...]) -> None:
         print(f"== speed target: {name}", flush=True)
         rec = training_cost(name)
         dens = get_density(name)
-        shipped = load_model(path, expect_kind="score")
+        listed = f"{name}-vp" in read_manifest()
         kls: dict[str, list[float]] = {"exact": [], "shipped": []}
-        for label, fn in (("exact", dens.score_fn(VPSDE())), ("shipped", shipped.score_fn())):
-            grid_label = "exact" if label == "exact" else f"{name}-vp"
+        for label, src in (
+            ("exact", Source("exact", "exact")),
+            ("shipped", Source(f"{name}-vp", f"{name}-vp" if listed else str(path))),
+        ):
             for seed in seeds:
                 # the grid's run with the same seed is the same computation: reuse it
-                done = cache.get("rows", {}).get(f"{name}|{grid_label}|euler_maruyama|1000|{seed}", {})
+                done = cache.get("rows", {}).get(f"{name}|{src.label}|euler_maruyama|1000|{seed}", {})
                 if "kl" in done:
                     kls[label].append(done["kl"])
                     continue
-                x, _ = run_one("euler_maruyama", Source(label, fn, None), 1000, seed)
+                x, _ = run_one("euler_maruyama", src, 1000, seed, name)
                 kls[label].append(kl_knn(x, dens.log_prob) if x is not None else float("inf"))
         speed[name] = {**rec, "kl": kls, "seeds": list(seeds)}
         print(f"  {speed[name]}", flush=True)
@@ -401,8 +407,9 @@ def coverage(cache: dict, plan: Plan) -> str:
         f"shipped); N in {list(N_GRID)}; at N = 1000 {at_1000}; seeds {list(plan.seeds)} for N <= 100 and "
         f"{list(plan.seeds_1000)} at N = 1000; n = {N_SAMPLES} for KL and sliced W2 (500 projections), "
         f"exact W2 on n = {N_EXACT} "
-        f"for seeds {list(plan.w2_seeds)} only. Mean ± sample standard deviation over seeds. Same initial "
-        f"noise (seed 1000 + s) and sampler seed (2000 + s) for every method. Grid spacing: each sampler's "
+        f"for seeds {list(plan.w2_seeds)} only. Mean ± sample standard deviation over seeds. Every run goes "
+        f"through `geoflow.run.run` (start = prior): seed s gives the same initial noise and Brownian "
+        f"path for every method. Grid spacing: each sampler's "
         f"default (EM, ODE-Euler, PC, annealed Langevin uniform; Heun, DDIM, DPM-Solver++ log-SNR). "
         f"Every sampler ends with the final denoising step. Wall time: one torch thread on a shared "
         f"2-core machine (other jobs running), so compare within a table only."

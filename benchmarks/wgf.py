@@ -8,7 +8,7 @@ Run: ``.venv/bin/python benchmarks/wgf.py`` (about a minute or two on 2 shared c
    memory; target <= 10 s cold and instant when cached. Accuracy: exact W2 (POT) of the JKO
    particles to an exact sample of mu_t against the finite-sample floor, and the free energy.
 2. W2(sampler_t, exact_t) along the reverse grid for Euler-Maruyama and predict-project
-   (``geoflow.samplers.sample("predict_project", ...)``, training-free projection, default strength)
+   (through ``geoflow.run.run``: the exact-score projection T, the registry's default strength)
    at N = 20 and 100, exact mixture scores, on two mixtures; floor = two exact samples.
 """
 
@@ -29,7 +29,8 @@ from benchmarks._results import md_table, write_section  # noqa: E402
 from geoflow import jko, metrics, wgf  # noqa: E402
 from geoflow.densities import get_density  # noqa: E402
 from geoflow.metrics import exact_w2  # noqa: E402
-from geoflow.samplers import SAMPLERS, sample  # noqa: E402
+from geoflow.registry import SAMPLERS  # noqa: E402
+from geoflow.run import RunSpec, run  # noqa: E402
 from geoflow.sde import VPSDE  # noqa: E402
 
 N_PARTICLES = 1000
@@ -114,28 +115,34 @@ def jko_overlay(name: str, sde: VPSDE, seed: int = 0) -> tuple[list[list[object]
 def sampler_w2(
     name: str, sde: VPSDE, samplers: list[str], seed: int = 1
 ) -> tuple[list[str], list[list[object]]]:
+    """W2 to an exact sample of mu_t along the reverse grid, every run through ``geoflow.run.run``."""
     mix = get_density(name)
-    score = mix.score_fn(sde)
     headers = ["mixture", "sampler", "N", "NFE"]
     rows: list[list[object]] = []
     times_hdr: list[float] | None = None
     floors: list[float] = []
     for n_steps in STEPS:
-        ts = sde.time_grid(n_steps)
-        report = {round(f * n_steps) - 1 for f in REPORT_FRACTIONS}
+        # frame k + 1 of a generation is the sample after step k
+        frames = sorted({round(f * n_steps) for f in REPORT_FRACTIONS})
         for sname in samplers:
-            g = torch.Generator().manual_seed(seed)
-            x = sde.prior_sample((N_PARTICLES, 2), g)
-            snaps: list[tuple[float, np.ndarray]] = []
-            nfe = [0]
-
-            def cb(info: dict, snaps: list = snaps, report: set = report, nfe: list = nfe) -> None:
-                nfe[0] = info["nfe"]
-                if info["i"] in report:
-                    snaps.append((float(info["t"]), info["x"].detach().numpy().copy()))
-
-            sample(sname, score, sde, x, ts, generator=g, callback=cb)
-            t_here = [t for t, _ in snaps]
+            spec = RunSpec(
+                data=name,
+                score="exact",
+                sde=sde.name,
+                sampler=sname,
+                steps=n_steps,
+                projection="exact",  # ignored by samplers without a T
+                seed=seed,
+                n=N_PARTICLES,
+                start="prior",
+                record=None,
+            )
+            traj = run(spec, density=mix)
+            if traj.error:
+                raise RuntimeError(f"{sname} N={n_steps} diverged: {traj.error}")
+            gen = traj.generation
+            t_here = [float(traj.times[gen][k]) for k in frames]
+            snaps = [traj.paths[gen][k] for k in frames]
             if times_hdr is None:
                 times_hdr = t_here
                 ref_g = torch.Generator().manual_seed(seed + 100)
@@ -143,8 +150,8 @@ def sampler_w2(
                 refs2 = [wgf.exact_marginal_samples(mix, sde, [t], N_PARTICLES, ref_g)[0] for t in t_here]
                 floors = [exact_w2(a, b) for a, b in zip(refs, refs2, strict=True)]
             assert np.allclose(t_here, times_hdr, atol=1e-9), (t_here, times_hdr)
-            w2 = [exact_w2(xs, r) for (_, xs), r in zip(snaps, refs, strict=True)]
-            rows.append([name, sname, n_steps, nfe[0], *w2])
+            w2 = [exact_w2(xs, r) for xs, r in zip(snaps, refs, strict=True)]
+            rows.append([name, sname, n_steps, traj.nfe, *w2])
     assert times_hdr is not None
     headers += [f"t={t:.3g}" for t in times_hdr]
     rows.append([name, "floor (two exact samples)", "-", "-", *floors])
@@ -161,20 +168,11 @@ def main() -> None:
         acc_all += rows
         length_rows.append([name, lengths["flow_length_ot"], lengths["exact_length"], lengths["geodesic"]])
         print(md_table(["mixture", "cold s"], [[t[0], t[6]] for t in timing]), flush=True)
-    import geoflow.samplers as gs
-
-    try:
-        import geoflow.projection  # noqa: F401  (registers predict_project)
-    except ImportError:
-        pass
-    samplers = ["euler_maruyama"] + [
-        s for s in ("predict_project", "predict_project_ancestral") if s in gs.SAMPLERS
-    ]
+    samplers = ["euler_maruyama", "predict_project", "predict_project_ancestral"]
+    assert all(n in SAMPLERS for n in samplers)
     pp_note = (
-        "predict-project: `geoflow.samplers.sample('predict_project', ...)` with its default training-free "
-        "projection and strength"
-        if "predict_project" in SAMPLERS
-        else "predict-project was not available when this ran: Euler-Maruyama only"
+        'predict-project: `geoflow.run.run` with `projection="exact"` (the training-free Tweedie T of the '
+        "exact score) and the registry's default strength"
     )
     checks = []
     for h, dt in ((0.4, 2e-2), (0.1, 2e-3)):
