@@ -34,8 +34,9 @@ from geoflow.score import ScoreFn, batch_time
 from geoflow.sde import SDE, paper_beta
 
 # Default strengths = the one fixed value per sampler that measured best over every data set and N
-# in benchmarks/projection.py (grids: dmu in {0.5, 1, 2, 4}; ancestral {0.25, 0.5, 1}; Langevin
-# {0.05, 0.1, 0.2, 0.4}); see the "projection" section of benchmarks/RESULTS.md. Units differ:
+# in the earlier strength sweep of benchmarks/projection.py (grids: dmu in {0.5, 1, 2, 4}; ancestral
+# {0.25, 0.5, 1}; Langevin {0.05, 0.1, 0.2, 0.4}); its tables are kept in the "projection" section of
+# benchmarks/RESULTS.md (benchmarks/projection_earlier.md), which now runs each default. Units differ:
 # dmu for the paper's step and renoise, the look-ahead weight for ancestral, eps / s(t')^2 for
 # Langevin.
 DEFAULT_STRENGTHS: dict[str, float] = {
