@@ -53,7 +53,7 @@ test: setup browser nginx lint
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 bench: setup
-	$(PY) -m geoflow.cli bench
+	$(PY) -m geoflow bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

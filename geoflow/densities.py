@@ -12,7 +12,6 @@ mixture, so it has an exact score too) or as a JSON mixture spec.
 from __future__ import annotations
 
 import io
-import json
 import math
 import warnings
 from collections.abc import Callable
@@ -24,10 +23,13 @@ import torch
 
 from geoflow.score import ScoreFn
 from geoflow.sde import SDE, TimeLike
+from geoflow.validate import LIMITS, InputError, decode_text, load_json, read_text_file
 
-MIN_POINTS = 10
-MAX_POINTS = 5000  # components of a point-cloud kernel density; larger inputs are subsampled
-MAX_COMPONENTS = 5000
+# limits: defined once in geoflow.validate.LIMITS
+MIN_POINTS = LIMITS.min_points
+MAX_POINTS = LIMITS.max_points  # components of a point-cloud kernel density; larger inputs are subsampled
+MAX_COMPONENTS = LIMITS.components
+MAX_COORDINATE = LIMITS.coordinate  # largest |coordinate| of points and means
 
 
 class Density:
@@ -90,6 +92,10 @@ class GaussianMixture(Density):
             raise ValueError("weights must all be positive")
         if abs(w.sum() - 1.0) > 1e-6:
             raise ValueError(f"weights must sum to 1, they sum to {w.sum():.6g}")
+        if np.abs(m).max() > MAX_COORDINATE:
+            raise ValueError(f"means must lie within +-{MAX_COORDINATE:g}, got {np.abs(m).max():.3g}")
+        if np.abs(c).max() > MAX_COORDINATE**2:
+            raise ValueError(f"covariance entries must be at most {MAX_COORDINATE**2:g} in size")
         if not np.allclose(c, np.swapaxes(c, 1, 2), atol=1e-9):
             raise ValueError("every covariance must be symmetric")
         eig = np.linalg.eigvalsh(c)
@@ -101,7 +107,10 @@ class GaussianMixture(Density):
         self.weights = torch.tensor(w / w.sum(), dtype=torch.float64)
         self.means = torch.tensor(m, dtype=torch.float64)
         self.covs = torch.tensor(c, dtype=torch.float64)
-        self._chol = torch.linalg.cholesky(self.covs)
+        try:
+            self._chol = torch.linalg.cholesky(self.covs)
+        except RuntimeError:  # torch's LinAlgError: positive definite in numpy, not numerically here
+            raise ValueError("a covariance is too close to singular (Cholesky failed)") from None
 
     # ----------------------------------------------------------------- sampling
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -236,8 +245,8 @@ class PointCloud(GaussianMixture):
 def _as_float_array(v: Any, what: str) -> np.ndarray:
     try:
         arr = np.asarray(v, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{what} must contain only numbers ({e})") from None
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"{what} must contain only numbers of the same nesting ({e})") from None
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{what} contains NaN or infinite values")
     return arr
@@ -255,6 +264,9 @@ def validate_points(points: Any) -> np.ndarray:
         raise ValueError(f"points must have exactly 2 columns (x, y), got shape {arr.shape}")
     if arr.shape[0] < MIN_POINTS:
         raise ValueError(f"need at least {MIN_POINTS} points, got {arr.shape[0]}")
+    if np.abs(arr).max() > MAX_COORDINATE:
+        big = np.abs(arr).max()
+        raise ValueError(f"points must lie within +-{MAX_COORDINATE:g}, got a coordinate of {big:.3g}")
     return arr
 
 
@@ -265,14 +277,12 @@ def read_points_csv(source: str | Path | bytes | io.IOBase) -> np.ndarray:
         ValueError: with the line and the problem for wrong columns, text, NaN/inf, too few rows.
     """
     if isinstance(source, (str, Path)):
-        if not Path(source).is_file():
-            raise ValueError(f"CSV file {str(source)!r} does not exist")
-        text = Path(source).read_text(errors="replace")
+        text = read_text_file(source, "CSV file")  # a directory, too large or not UTF-8: named
     elif isinstance(source, bytes):
-        text = source.decode("utf-8", errors="replace")
+        text = _decode(source, "the CSV")
     else:
         raw = source.read()
-        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+        text = _decode(raw, "the CSV") if isinstance(raw, bytes) else str(raw)
     rows: list[tuple[float, float]] = []
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
@@ -293,22 +303,27 @@ def read_points_csv(source: str | Path | bytes | io.IOBase) -> np.ndarray:
     return validate_points(np.array(rows, dtype=np.float64).reshape(-1, 2))
 
 
+def _decode(raw: bytes, what: str) -> str:
+    if len(raw) > LIMITS.text_bytes:
+        raise InputError(f"{what} is larger than {LIMITS.text_bytes >> 20} MiB")
+    return decode_text(raw, what)
+
+
 def mixture_from_spec(spec: dict | str | Path, name: str = "custom mixture") -> GaussianMixture:
     """Build a mixture from ``{"weights": [...], "means": [[x, y], ...], "covs": [[[a, b], [b, c]], ...]}``.
 
     ``spec`` may be a dict, a JSON string, or a path to a JSON file.
     """
+    what = "mixture spec"
     if isinstance(spec, Path) or (isinstance(spec, str) and not spec.lstrip().startswith("{")):
         path = Path(spec)
+        what = f"mixture spec file {str(path)!r}"
         if not path.exists():
-            raise ValueError(f"mixture spec file {str(path)!r} does not exist")
-        spec = path.read_text()
+            raise ValueError(f"{what} does not exist")
+        spec = read_text_file(path, "mixture spec file", LIMITS.spec_bytes)
         name = path.stem
     if isinstance(spec, str):
-        try:
-            spec = json.loads(spec)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"mixture spec is not valid JSON: {e}") from None
+        spec = load_json(spec, what)  # bounded size and depth: no RecursionError
     if not isinstance(spec, dict):
         raise ValueError("mixture spec must be a JSON object with weights, means and covs")
     missing = [k for k in ("weights", "means", "covs") if k not in spec]

@@ -32,6 +32,7 @@ import torch
 from geoflow.densities import GaussianMixture
 from geoflow.metrics import ArrayLike, _check_particles, _np, exact_w2
 from geoflow.sde import VPSDE
+from geoflow.validate import LIMITS
 from geoflow.wgf import (
     _LOG_2PI,
     KNN_K,
@@ -46,7 +47,8 @@ from geoflow.wgf import (
     splitting_path,
 )
 
-MAX_JKO_PARTICLES = 5000  # the blob entropy is O(n^2) per evaluation (n = 5000: 200 MB per kernel)
+# the blob entropy is O(n^2) per evaluation (n = 5000: 200 MB per kernel); geoflow.validate.LIMITS
+MAX_JKO_PARTICLES = LIMITS.flow_particles
 
 
 # =========================================================================== blob free energy
@@ -350,6 +352,12 @@ def jko_path(
     ts = keyframe_times(keyframes, sde)
     if ts.size < 2:
         raise ValueError(f"the JKO path needs at least 2 keyframes, got {ts.size}")
+    n_jko = math.ceil(float(flow_time(sde, ts[-1])) / h - 1e-9)
+    if n_jko > LIMITS.jko_steps:  # refused before any work: the run time grows like 1 / h
+        raise ValueError(
+            f"JKO step h = {h:g} would take about {n_jko} JKO steps (limit {LIMITS.jko_steps}); "
+            f"use h >= {float(sde.int_beta(sde.T)) / LIMITS.jko_steps:.3g}"
+        )
     if bandwidth is not None and not bandwidth > 0:
         raise ValueError(f"bandwidth must be > 0, got {bandwidth}")
     payload = {

@@ -32,10 +32,11 @@ from scipy.special import digamma, gammaln
 
 from geoflow.images import _check_name, image_shape, load_image_set
 from geoflow.nets import Classifier
+from geoflow.validate import LIMITS
 
 ArrayLike = np.ndarray | torch.Tensor
 
-MIN_PARTICLES = 10  # fewest particles for a blob entropy or a k-NN entropy estimate
+MIN_PARTICLES = LIMITS.min_particles  # fewest particles for a blob entropy or a k-NN entropy estimate
 
 
 def _np(x: ArrayLike) -> np.ndarray:

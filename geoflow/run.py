@@ -31,21 +31,24 @@ import torch
 from geoflow.checkpoints import CheckpointError, load_model, load_pretrained, read_manifest
 from geoflow.densities import DENSITY_NAMES, Density, GaussianMixture, get_density
 from geoflow.images import IMAGE_SETS, image_shape
+from geoflow.nets import net_config
 from geoflow.projection import PROJECTION_KINDS, ProjectionModel, make_projection
 from geoflow.registry import SamplerInfo, get_sampler, sampler_kwargs
 from geoflow.samplers import Projection, SamplerDiverged
 from geoflow.score import ScoreFn, ScoreModel
 from geoflow.sde import SDE, SDE_NAMES, SPACINGS, make_sde
+from geoflow.validate import LIMITS, check_exact_score, check_work, net_activation_floats
 
 SCORE_CHOICES = ("auto", "exact", "pretrained", "session")  # or a pretrained name or a .safetensors file
 PROJECTION_CHOICES = ("auto", *PROJECTION_KINDS)
 STARTS = ("forward", "prior")
 FWD_STEPS = 200  # the forward SDE is simulated on this fixed grid, so x_T never depends on N
-MAX_STEPS = 5000
-MAX_N = 1_000_000
-MAX_SEED = 2**31 - 1
-MAX_STRENGTH = 1000.0
-MAX_RECORD_BYTES = 1 << 30  # recorded frames (positions, x0_hat, moves) of one run
+# limits: defined once in geoflow.validate.LIMITS (quoted by --help and the UI)
+MAX_STEPS = LIMITS.sample_steps
+MAX_N = LIMITS.particles
+MAX_SEED = LIMITS.seed
+MAX_STRENGTH = LIMITS.strength
+MAX_RECORD_BYTES = LIMITS.record_bytes  # recorded frames (positions, x0_hat, moves) of one run
 # seed streams: one purpose each, so that streams never mix
 STREAM_DATA, STREAM_FORWARD, STREAM_SAMPLER, STREAM_PRIOR, STREAM_PRIOR_SAMPLER = 0, 1, 2, 40, 41
 
@@ -310,9 +313,19 @@ def _pretrained_scores() -> list[str]:
     return [n for n, e in read_manifest().items() if e.get("kind") == "score"]
 
 
+def model_shape(model: ScoreModel | ProjectionModel) -> tuple[int, ...]:
+    """The sample shape a network takes: its recorded ``meta["shape"]``, else its config's."""
+    if model.meta.get("shape"):
+        return tuple(int(v) for v in model.meta["shape"])
+    cfg = getattr(model.net, "cfg", None)
+    if hasattr(cfg, "image_size"):
+        return (int(cfg.in_ch), int(cfg.image_size), int(cfg.image_size))
+    return (int(getattr(cfg, "dim", 2)),)
+
+
 def _check_model_fits(model: ScoreModel, spec: RunSpec, what: str) -> None:
     """A score network's kind must match the data: image vs 2-D, its shape, its SDE."""
-    shape = tuple(model.meta.get("shape") or (2,))
+    shape = model_shape(model)
     want = image_shape(spec.data) if spec.is_image else (2,)
     if shape != tuple(want):
         kind = f"an image model of shape {shape}" if len(shape) > 1 else f"a {shape[0]}-D model"
@@ -462,6 +475,13 @@ def run(
             raise ValueError(f"unknown data {spec.data!r}; valid: {', '.join((*DENSITY_NAMES, *IMAGE_SETS))}")
         density = resolve_data(spec.data)
     src = source if source is not None else resolve_source(spec, density)
+    if src.model is not None:  # every path (file, pretrained, session, a caller's source) is checked
+        _check_model_fits(src.model, spec, src.label)
+        floats = net_activation_floats(net_config(src.model.net), training=False)
+        check_work(floats, spec.n, f"sampling {spec.n} samples with {src.label}")
+    uses_exact = src.exact or (spec.info.takes_projection and spec.projection == "exact")
+    if uses_exact and isinstance(density, GaussianMixture):  # the exact score costs n x K x d per call
+        check_exact_score(spec.n, int(density.weights.numel()), density.dim)
     sde = src.sde
     project = resolve_projection(spec, src)
     ts = sde.time_grid(spec.steps, spec.grid_spacing())  # type: ignore[arg-type]

@@ -30,11 +30,20 @@ from geoflow.nets import (
 from geoflow.projection import ProjectionModel, check_train_mode, score_fingerprint
 from geoflow.score import ScoreModel
 from geoflow.sde import SDE, append_dims, paper_beta
+from geoflow.validate import (
+    LIMITS,
+    check_device,
+    check_mlp_training,
+    check_work,
+    net_activation_floats,
+    parse_float,
+    parse_int,
+)
 
 DataFn = Callable[[int, torch.Generator], torch.Tensor]
 Progress = Callable[[int, int, float], None]
 StopFlag = Callable[[], bool]
-MAX_TRAIN_STEPS = 200_000
+MAX_TRAIN_STEPS = LIMITS.train_steps  # defined once in geoflow.validate.LIMITS
 
 
 @dataclass(frozen=True)
@@ -49,15 +58,27 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.steps, Integral) or not (1 <= self.steps <= MAX_TRAIN_STEPS):
+        # one message per field, naming it and its range (geoflow.validate.LIMITS)
+        if isinstance(self.steps, bool) or not isinstance(self.steps, Integral):
             raise ValueError(f"steps must be an integer in [1, {MAX_TRAIN_STEPS}], got {self.steps!r}")
-        if (
-            not isinstance(self.batch_size, Integral)
-            or self.batch_size < 1
-            or self.lr <= 0
-            or not (0 <= self.ema < 1)
-        ):
-            raise ValueError("need batch_size >= 1, lr > 0 and 0 <= ema < 1")
+        parse_int(self.steps, "steps", 1, MAX_TRAIN_STEPS)
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, Integral):
+            raise ValueError(
+                f"batch size must be an integer in [1, {LIMITS.batch_size}], got {self.batch_size!r}"
+            )
+        parse_int(self.batch_size, "batch size", 1, LIMITS.batch_size)
+        parse_float(self.lr, "learning rate lr", 0.0, LIMITS.lr_max, lo_open=True)
+        parse_float(self.ema, "EMA decay ema", 0.0, 1.0, hi_open=True)
+        parse_int(self.seed, "seed", 0, LIMITS.seed)
+        check_device(self.device)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the run is stopped (usually the learning rate is too large)."""
+
+    def __init__(self, step: int, loss: float) -> None:
+        super().__init__(f"training diverged at step {step} (loss {loss}); try a smaller learning rate")
+        self.step, self.loss = step, loss
 
 
 def _per_sample(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -86,9 +107,21 @@ def make_score_model_2d(
 
     With ``seed``, the initial weights are drawn from it (the global RNG state is left alone).
     """
+    check_mlp_training(width, depth, 1)  # ranges and parameter count, before allocating
     cfg = MLPConfig(dim=2, width=width, depth=depth)
     net = MLP(cfg) if seed is None else seeded_init(lambda: MLP(cfg), seed)
     return ScoreModel(net, sde, data_std, meta)
+
+
+def check_training_memory(net: nn.Module, batch_size: int) -> None:
+    """Refuse a training whose estimated memory (activations, weights, Adam, EMA) exceeds the limit.
+
+    Raises:
+        ValueError: naming the estimate, the limit and the largest batch size that fits.
+    """
+    params = sum(p.numel() for p in net.parameters())
+    acts = net_activation_floats(net_config(net), training=True)
+    check_work(acts, batch_size, f"training at batch size {batch_size}", "--batch-size", overhead=20 * params)
 
 
 def optimise(
@@ -119,7 +152,7 @@ def optimise(
             break
         loss = loss_fn(g)
         if not torch.isfinite(loss):
-            raise RuntimeError(f"training diverged at step {step} (loss {loss.item()})")
+            raise TrainingDiverged(step, loss.item())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -173,6 +206,7 @@ def train_score(
 
     Returns the loop's summary dict; the model ends in eval mode with its EMA weights.
     """
+    check_training_memory(model.net, cfg.batch_size)
     device = torch.device(cfg.device)
     model.to(device)
 
@@ -301,6 +335,7 @@ def train_projection(
         ``model.meta["train"]``.
     """
     check_train_mode(mode, n_steps)
+    check_training_memory(score_model.net, 2 * cfg.batch_size)  # T trains, the score network runs
     device = torch.device(cfg.device)
     proj = new_projection_model(score_model, mode, n_steps, net_cfg, score_name, warm_start)
     frozen = [p.requires_grad for p in score_model.parameters()]

@@ -39,6 +39,7 @@ from geoflow.gaussian import free_energy_gaussian
 from geoflow.metrics import MIN_PARTICLES, ArrayLike, _check_particles, _np, knn_entropy
 from geoflow.score import ScoreFn, batch_time
 from geoflow.sde import SDE, VPSDE, paper_beta, probability_flow_velocity
+from geoflow.validate import LIMITS
 
 Bounds = tuple[float, float] | tuple[tuple[float, float], tuple[float, float]]
 
@@ -115,8 +116,10 @@ def keyframe_times(keyframes: int | ArrayLike, sde: SDE) -> np.ndarray:
         ValueError: naming the valid range.
     """
     if isinstance(keyframes, (int, np.integer)) and not isinstance(keyframes, bool):
-        if keyframes < 2:
-            raise ValueError(f"keyframes must be an integer >= 2 or a list of times, got {keyframes}")
+        if not 2 <= keyframes <= LIMITS.keyframes:
+            raise ValueError(
+                f"keyframes must be an integer in [2, {LIMITS.keyframes}] or a list of times, got {keyframes}"
+            )
         return np.linspace(0.0, sde.T, int(keyframes))
     ts = _np(keyframes).reshape(-1)
     if ts.size < 1:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from geoflow import gaussian, wgf
-from geoflow.cli_flow import register, write_figure
+from geoflow.cli.flow import register, write_figure
 from geoflow.densities import GaussianMixture, get_density
 from geoflow.sde import VPSDE
 

@@ -1,7 +1,8 @@
 """``geoflow flow``: the JKO path of a density, its exact path, free energy and W2 curves, to a .npz.
 
-Wired into ``geoflow/cli.py`` by ``geoflow.cli_flow.register(subparsers)``; also runnable alone as
-``python -m geoflow.cli_flow flow --density eight_gaussians --h 0.1 --keyframes 20 --n 1000 --out p.npz``.
+``geoflow flow --density eight_gaussians --h 0.1 --keyframes 20 --n 1000 --out p.npz`` (or
+``python -m geoflow flow ...``). The inputs are checked, and the work estimated, before anything is
+allocated (:func:`geoflow.validate.check_flow`); the ``.npz`` and the figure are written atomically.
 
 Arrays written (K keyframes, n particles):
 
@@ -25,7 +26,6 @@ Arrays written (K keyframes, n particles):
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,14 +33,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from geoflow import jko, metrics, wgf
+from geoflow.atomic import atomic_write
+from geoflow.cli.common import SEED_HELP, add_command, guarded, limits_epilog, write_npz
 from geoflow.densities import GaussianMixture, load_density
 from geoflow.sde import VPSDE
+from geoflow.validate import LIMITS, check_flow, check_output_path, check_seed
+
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".webp")
+S_MAX = float(VPSDE().int_beta(VPSDE().T))  # int_0^T beta of the default VP schedule
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``flow`` subcommand to argparse subparsers; its handler is ``args.fn`` (= ``args.func``)."""
-    p = subparsers.add_parser(
+    """Add the ``flow`` subcommand; ``args.fn`` is the handler, ``args.func`` the handler with the
+    CLI's error handling (one line and exit status 2 on bad input)."""
+    h_min = S_MAX / LIMITS.jko_steps
+    p = add_command(
+        subparsers,
         "flow",
         help="JKO path, exact path, free energy and W2 curves of a density (Wasserstein gradient flow)",
         description=(
@@ -48,27 +56,56 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
             "VP path, the exact path where one exists, the free energy and W2 curves, and the W2 geodesic "
             "from data to prior; write them to a .npz (and optionally a figure)."
         ),
+        epilog=limits_epilog(
+            f"--h in [{h_min:.3g}, {S_MAX:.4g}] (at most {LIMITS.jko_steps} JKO steps)",
+            f"--keyframes in [2, {LIMITS.keyframes}]",
+            f"--n in [{LIMITS.min_particles}, {LIMITS.flow_particles}]",
+            f"work n^2 x (JKO steps + 3 x keyframes) <= {LIMITS.flow_work:.3g} (about a minute per 1e9)",
+        ),
     )
     p.add_argument("--density", required=True, help="preset name, a .json mixture spec, or a .csv of points")
-    p.add_argument("--h", type=float, default=0.1, help="JKO step in flow time s = int beta (default 0.1)")
-    p.add_argument("--keyframes", type=int, default=20, help="keyframes over [0, T] (default 20)")
-    p.add_argument("--n", type=int, default=1000, help="particles (default 1000)")
-    p.add_argument("--out", required=True, help="output .npz path")
-    p.add_argument("--figure", default=None, help="optional .png/.svg figure (plotly + kaleido)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.set_defaults(fn=run_flow, func=run_flow)  # geoflow.cli dispatches on ``fn``
+    p.add_argument(
+        "--h",
+        type=float,
+        default=0.1,
+        help=f"JKO step in flow time s = int beta, in [{h_min:.3g}, {S_MAX:.4g}] (default 0.1)",
+    )
+    p.add_argument(
+        "--keyframes",
+        type=int,
+        default=20,
+        help=f"keyframes over [0, T], in [2, {LIMITS.keyframes}] (default 20)",
+    )
+    p.add_argument(
+        "--n",
+        type=int,
+        default=1000,
+        help=f"particles in [{LIMITS.min_particles}, {LIMITS.flow_particles}] (default 1000)",
+    )
+    p.add_argument("--out", required=True, help="output .npz path (checked before any work)")
+    p.add_argument(
+        "--figure", default=None, help=f"optional figure ({', '.join(FIGURE_SUFFIXES)}; plotly + kaleido)"
+    )
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.set_defaults(fn=run_flow, func=guarded(run_flow))
     return p
 
 
 def compute_flow(
     density_spec: str, h: float, keyframes: int, n: int, seed: int = 0, sde: VPSDE | None = None
 ) -> dict[str, np.ndarray]:
-    """Everything ``geoflow flow`` writes, as a dict of arrays (see the module docstring)."""
-    if not isinstance(n, int) or n < metrics.MIN_PARTICLES:
-        raise ValueError(f"--n must be an integer >= {metrics.MIN_PARTICLES}, got {n}")
-    if not isinstance(keyframes, int) or keyframes < 2:
-        raise ValueError(f"--keyframes must be an integer >= 2, got {keyframes}")
+    """Everything ``geoflow flow`` writes, as a dict of arrays (see the module docstring).
+
+    Raises:
+        ValueError: an input out of range, or a run whose estimated work exceeds
+            ``LIMITS.flow_work``, before anything is allocated.
+    """
     sde = sde or VPSDE()
+    check_flow(n, keyframes, h, float(sde.int_beta(sde.T)))
+    seed = check_seed(seed)
+    # here, not at the top: POT and scikit-learn take seconds to import, and only flow needs them
+    from geoflow import jko, metrics, wgf
+
     density = load_density(density_spec)
     g = torch.Generator().manual_seed(int(seed))
     x0 = density.sample(n, g).to(torch.float64)
@@ -154,25 +191,21 @@ def write_figure(res: dict[str, np.ndarray], path: str | Path) -> str:
     fig.add_trace(go.Scatter(x=ts, y=res["w2_to_exact"], name="W2(JKO, exact)"), row=2, col=2)
     fig.add_trace(go.Scatter(x=ts, y=res["w2_floor"], name="floor"), row=2, col=2)
     fig.update_layout(width=1400, height=750, title=f"JKO path of {res['density']} (h = {float(res['h']):g})")
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
     try:
-        fig.write_image(str(path))
+        atomic_write(path, lambda f: fig.write_image(f, format=fmt))
     except Exception as e:  # kaleido needs a browser; say so instead of failing the run
         return f"figure skipped: plotly could not export an image ({type(e).__name__}: {e})"
     return f"figure written to {path}"
 
 
 def run_flow(args: argparse.Namespace) -> int:
-    """Handler of ``geoflow flow``: one clear line and exit code 2 on bad input, 0 on success."""
-    try:
-        out = Path(args.out)
-        if out.suffix != ".npz":
-            raise ValueError(f"--out must end in .npz, got {args.out!r}")
-        res = compute_flow(args.density, args.h, args.keyframes, args.n, args.seed)
-    except ValueError as e:
-        print(f"geoflow flow: error: {e}", file=sys.stderr)
-        return 2
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **res)
+    """Handler of ``geoflow flow`` (raises ``ValueError`` on bad input; see :func:`register`)."""
+    out = check_output_path(args.out, (".npz",))
+    if args.figure:
+        check_output_path(args.figure, FIGURE_SUFFIXES, "--figure")
+    res = compute_flow(args.density, args.h, args.keyframes, args.n, args.seed)
+    write_npz(out, res)
     msg = (
         f"wrote {out}: {len(res['t'])} keyframes x {int(res['n'])} particles; "
         f"JKO {float(res['seconds_jko']):.1f} s; "
@@ -183,16 +216,3 @@ def run_flow(args: argparse.Namespace) -> int:
     if args.figure:
         print(write_figure(res, args.figure))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point (``python -m geoflow.cli_flow flow ...``)."""
-    parser = argparse.ArgumentParser(prog="geoflow")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

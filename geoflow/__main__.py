@@ -1,0 +1,7 @@
+"""``python -m geoflow ...``: the command line (:func:`geoflow.cli.main`)."""
+
+import sys
+
+from geoflow.cli import main
+
+sys.exit(main())

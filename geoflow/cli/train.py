@@ -1,0 +1,136 @@
+"""``geoflow train``: a score model on a 2-D density or an image set, saved as safetensors.
+
+Everything is checked before training starts: the output path (writable, ``.safetensors``), the
+numbers (ranges in ``--help``), the device, and the network's size and memory (estimated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import torch
+
+from geoflow.checkpoints import save_model
+from geoflow.cli.common import (
+    DEVICE_HELP,
+    SEED_HELP,
+    UserError,
+    add_command,
+    add_source,
+    device_arg,
+    float_arg,
+    int_arg,
+    limits_epilog,
+    progress_bar,
+    seed_arg,
+    threads,
+)
+from geoflow.densities import load_density
+from geoflow.sde import SDE_NAMES, make_sde
+from geoflow.train import (
+    TrainConfig,
+    TrainingDiverged,
+    make_score_model_2d,
+    train_image_score,
+    train_score,
+)
+from geoflow.validate import LIMITS, check_mlp_training, check_output_path
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    """A TrainConfig as a plain dict (for the checkpoint's metadata)."""
+    return {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
+
+
+def diverged(e: TrainingDiverged, lr: float) -> UserError:
+    """The one-line message of a diverged training, naming the flag to change."""
+    return UserError(
+        f"training diverged at step {e.step} (loss {e.loss}) with --lr {lr:g}; try a smaller --lr"
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a score model on a 2-D density or an image set and save it as safetensors."""
+    out = check_output_path(args.out, (".safetensors",))
+    threads()
+    sde = make_sde(args.sde)
+    cfg = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device
+    )
+    dens = None if args.data else load_density(args.density)
+    if dens is not None:
+        check_mlp_training(args.width, args.depth, args.batch_size)  # before any allocation
+    update, close = progress_bar(cfg.steps, "train")
+    t0 = time.perf_counter()
+    try:
+        if dens is None:
+            model, summary = train_image_score(args.data, sde, cfg, progress=update)
+        else:
+            g = torch.Generator().manual_seed(args.seed + 10_000)
+            data_std = float(dens.sample(10_000, g).std())
+            model = make_score_model_2d(
+                sde, data_std, width=args.width, depth=args.depth, meta={"data": dens.name}, seed=args.seed
+            )
+            summary = train_score(model, lambda n, gen: dens.sample(n, gen), cfg, progress=update)
+    except TrainingDiverged as e:
+        raise diverged(e, args.lr) from None
+    finally:
+        close()
+    secs = time.perf_counter() - t0
+    save_model(model, out, extra={"train": {**summary, "seconds": round(secs, 1), **config_dict(cfg)}})
+    print(f"trained {summary['steps']} steps in {secs:.1f} s (loss {summary['loss']:.4f}); wrote {out}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``train`` to the command tree."""
+    t = add_command(
+        subparsers,
+        "train",
+        help="train a score model",
+        description="Train a score model by denoising score matching and save it as .safetensors.",
+        epilog=limits_epilog(
+            f"--steps <= {LIMITS.train_steps}, --batch-size <= {LIMITS.batch_size}",
+            f"--lr in (0, {LIMITS.lr_max:g}]",
+            f"--width <= {LIMITS.width}, --depth <= {LIMITS.depth}, parameters <= {LIMITS.params:,}",
+            "a diverging loss (NaN or inf) stops the run with a message; nothing is written",
+        ),
+    )
+    add_source(t)
+    t.add_argument("--sde", choices=SDE_NAMES, default="vp")
+    t.add_argument(
+        "--steps",
+        type=int_arg("steps", 1, LIMITS.train_steps),
+        default=6000,
+        help=f"optimisation steps in [1, {LIMITS.train_steps}] (default %(default)s)",
+    )
+    t.add_argument(
+        "--batch-size",
+        type=int_arg("batch size", 1, LIMITS.batch_size),
+        default=512,
+        help=f"minibatch size in [1, {LIMITS.batch_size}] (default %(default)s)",
+    )
+    t.add_argument(
+        "--lr",
+        type=float_arg("lr", 0.0, LIMITS.lr_max, lo_open=True),
+        default=2e-3,
+        help=f"Adam learning rate in (0, {LIMITS.lr_max:g}] (default %(default)s)",
+    )
+    t.add_argument(
+        "--width",
+        type=int_arg("width", 1, LIMITS.width),
+        default=128,
+        help=f"MLP width (2-D), in [1, {LIMITS.width}] (default %(default)s)",
+    )
+    t.add_argument(
+        "--depth",
+        type=int_arg("depth", 1, LIMITS.depth),
+        default=3,
+        help=f"MLP hidden layers (2-D), in [1, {LIMITS.depth}] (default %(default)s)",
+    )
+    t.add_argument("--seed", type=seed_arg, default=0, help=SEED_HELP)
+    t.add_argument("--device", type=device_arg, default="cpu", help=DEVICE_HELP)
+    t.add_argument("--out", required=True, help="output .safetensors (checked before training)")
+    t.set_defaults(fn=cmd_train)
