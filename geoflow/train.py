@@ -15,6 +15,7 @@ from numbers import Integral
 import torch
 from torch import nn
 
+from geoflow.distributed import DistContext, ddp_optimise
 from geoflow.images import _check_name, class_names, image_shape, load_image_set
 from geoflow.nets import (
     MLP,
@@ -131,12 +132,17 @@ def optimise(
     progress: Progress | None = None,
     should_stop: StopFlag | None = None,
     params: list[nn.Parameter] | None = None,
+    ddp: DistContext | None = None,
 ) -> dict:
     """The shared loop: Adam + cosine LR + EMA; returns ``{"steps", "loss", "stopped"}``.
 
     ``loss_fn(generator)`` computes one minibatch loss. The EMA weights are loaded at the end.
-    ``should_stop()`` is polled every step; a stop keeps the EMA weights so far.
+    ``should_stop()`` is polled every step; a stop keeps the EMA weights so far. ``ddp`` (under
+    torchrun, from :func:`geoflow.distributed.from_env`): this same loop on every rank, data-parallel
+    (:func:`geoflow.distributed.ddp_optimise`: DDP-averaged gradients, rank-derived seeds).
     """
+    if ddp is not None:
+        return ddp_optimise(optimise, model, loss_fn, cfg, progress, should_stop, params, ddp)
     params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
     g = torch.Generator(device="cpu").manual_seed(cfg.seed)
     opt = torch.optim.Adam(params, lr=cfg.lr)
@@ -201,19 +207,21 @@ def train_score(
     cfg: TrainConfig = TrainConfig(),
     progress: Progress | None = None,
     should_stop: StopFlag | None = None,
+    ddp: DistContext | None = None,
 ) -> dict:
     """Train ``model`` by denoising score matching on minibatches from ``data(n, generator)``.
 
-    Returns the loop's summary dict; the model ends in eval mode with its EMA weights.
+    Returns the loop's summary dict; the model ends in eval mode with its EMA weights. ``ddp``: one
+    rank of a data-parallel job (see :func:`optimise`); ``cfg.batch_size`` is then per rank.
     """
     check_training_memory(model.net, cfg.batch_size)
-    device = torch.device(cfg.device)
+    device = torch.device(cfg.device if ddp is None else ddp.device)
     model.to(device)
 
     def loss_fn(g: torch.Generator) -> torch.Tensor:
         return dsm_loss(model, data(cfg.batch_size, g).to(device), g)
 
-    out = optimise(model, loss_fn, cfg, progress, should_stop)
+    out = optimise(model, loss_fn, cfg, progress, should_stop, ddp=ddp)
     model.to("cpu")
     return out
 
@@ -315,6 +323,7 @@ def train_projection(
     net_cfg: dict | None = None,
     score_name: str | None = None,
     warm_start: bool = True,
+    ddp: DistContext | None = None,
 ) -> ProjectionModel:
     """Train a projection network on method.md section 3's loss with the score network frozen.
 
@@ -329,6 +338,7 @@ def train_projection(
         net_cfg: network config (default: the score network's).
         score_name: name recorded in the checkpoint.
         warm_start: start from the score network's weights when the architectures match.
+        ddp: one rank of a data-parallel job (see :func:`optimise`); ``cfg.batch_size`` is per rank.
 
     Returns:
         the trained :class:`ProjectionModel` in eval mode (EMA weights), the loop's summary in
@@ -336,7 +346,7 @@ def train_projection(
     """
     check_train_mode(mode, n_steps)
     check_training_memory(score_model.net, 2 * cfg.batch_size)  # T trains, the score network runs
-    device = torch.device(cfg.device)
+    device = torch.device(cfg.device if ddp is None else ddp.device)
     proj = new_projection_model(score_model, mode, n_steps, net_cfg, score_name, warm_start)
     frozen = [p.requires_grad for p in score_model.parameters()]
     score_model.to(device).eval()
@@ -348,13 +358,15 @@ def train_projection(
         return projection_loss(proj, score_model, data_fn(cfg.batch_size, g).to(device), g, mode, n_steps)
 
     try:
-        out = optimise(proj, loss_fn, cfg, progress, should_stop)
+        out = optimise(proj, loss_fn, cfg, progress, should_stop, ddp=ddp)
     finally:
         for p, r in zip(score_model.parameters(), frozen, strict=True):
             p.requires_grad_(r)
         score_model.to("cpu")
     proj.to("cpu")
     proj.meta["train"] = {"steps": out["steps"], "loss": out["loss"], "batch_size": cfg.batch_size}
+    if ddp is not None:
+        proj.meta["train"].update(world_size=out["world_size"], global_batch=out["global_batch"])
     return proj
 
 
@@ -364,6 +376,10 @@ def image_unet_config(name: str) -> UNetConfig:
     c, h, _ = image_shape(name)
     if name == "digits":
         return UNetConfig(in_ch=c, image_size=h, base_ch=32, ch_mult=(1, 2), groups=8)
+    if name == "shapes32":
+        # sized for GPU training (scripts/train_gpu.sh), yet about 1 GFLOP per image, so the Images
+        # page still samples a 36-image grid at N = 20 in seconds on a CPU
+        return UNetConfig(in_ch=c, image_size=h, base_ch=48, ch_mult=(1, 2, 2), n_res=2, temb_dim=128)
     return UNetConfig(in_ch=c, image_size=h, base_ch=12, ch_mult=(1, 2, 4), groups=4)
 
 
@@ -385,25 +401,36 @@ def train_image_score(
     cfg: TrainConfig,
     progress: Progress | None = None,
     should_stop: StopFlag | None = None,
+    ddp: DistContext | None = None,
 ) -> tuple[ScoreModel, dict]:
     """Train a U-Net score model on an image set's training split by denoising score matching.
 
     Uses :func:`geoflow.train.train_score` (CPU by default, ``cfg.device="cuda"`` on a GPU).
 
     ``cfg.seed`` fixes both the initial weights and the minibatch/noise draws, so a run is
-    reproducible.
+    reproducible. ``ddp``: one rank of a data-parallel job (see :func:`optimise`).
 
     Returns:
         the trained model (on the CPU, eval mode, EMA weights) and the loop's summary dict.
     """
     model = make_image_score_model(name, sde, seed=cfg.seed)
     x, _ = load_image_set(name, "train")
-    summary = train_score(model, data_fn_from_tensor(x), cfg, progress, should_stop)
+    summary = train_score(model, data_fn_from_tensor(x), cfg, progress, should_stop, ddp=ddp)
     return model, summary
 
 
 CLASSIFIER_STEPS = 1500
 CLASSIFIER_BATCH = 128
+
+
+def classifier_config(name: str) -> ClassifierConfig:
+    """The feature classifier (the Fréchet judge) sized for an image set."""
+    _check_name(name)
+    # half the width at 16x16 keeps the cost per image about that of the 8x8 net; the colour set
+    # needs more: 8 kinds in any colour, plain or striped
+    width = {"digits": 32, "shapes": 16}.get(name, 24)
+    c, n_classes = image_shape(name)[0], len(class_names(name))
+    return ClassifierConfig(data=name, in_ch=c, n_classes=n_classes, width=width)
 
 
 def train_classifier(
@@ -427,9 +454,7 @@ def train_classifier(
     """
     _check_name(name)
     x, y = load_image_set(name, "train")
-    # half the width at 16x16 keeps the cost per image about that of the 8x8 net
-    width = 32 if name == "digits" else 16
-    ccfg = ClassifierConfig(data=name, in_ch=x.shape[1], n_classes=len(class_names(name)), width=width)
+    ccfg = classifier_config(name)
     model = seeded_init(lambda: Classifier(ccfg), seed)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, ema=0.99, seed=seed, device=device)
     dev = torch.device(device)

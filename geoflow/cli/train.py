@@ -2,16 +2,23 @@
 
 Everything is checked before training starts: the output path (writable, ``.safetensors``), the
 numbers (ranges in ``--help``), the device, and the network's size and memory (estimated).
+
+Under ``torchrun --standalone --nproc-per-node K -m geoflow train ...`` the training is
+data-parallel (:mod:`geoflow.distributed`): ``--batch-size`` is per process, the global batch is K
+times it (said on the first line), and rank 0 alone shows progress and writes the checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from geoflow import distributed
 from geoflow.checkpoints import save_model
 from geoflow.cli.common import (
     DEVICE_HELP,
@@ -51,34 +58,51 @@ def diverged(e: TrainingDiverged, lr: float) -> UserError:
     )
 
 
+def rank_progress(
+    ddp: distributed.DistContext | None, total: int, desc: str, batch_size: int
+) -> tuple[Callable[[int, int, float], None] | None, Callable[[], None]]:
+    """The progress bar on rank 0 (or without torchrun); under torchrun rank 0 first says the job's shape."""
+    if ddp is not None and not ddp.is_main:
+        return None, lambda: None
+    if ddp is not None:
+        print(ddp.describe(batch_size), flush=True)
+    return progress_bar(total, desc)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a score model on a 2-D density or an image set and save it as safetensors."""
     out = check_output_path(args.out, (".safetensors",))
     threads()
+    with distributed.job(args.device) as ddp:  # None without torchrun: single-process
+        return _train(args, out, ddp)
+
+
+def _train(args: argparse.Namespace, out: Path, ddp: distributed.DistContext | None) -> int:
     sde = make_sde(args.sde)
-    cfg = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device
-    )
+    device = args.device if ddp is None else ddp.device
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device)
     dens = None if args.data else load_density(args.density)
     if dens is not None:
         check_mlp_training(args.width, args.depth, args.batch_size)  # before any allocation
-    update, close = progress_bar(cfg.steps, "train")
+    update, close = rank_progress(ddp, cfg.steps, "train", args.batch_size)
     t0 = time.perf_counter()
     try:
         if dens is None:
-            model, summary = train_image_score(args.data, sde, cfg, progress=update)
+            model, summary = train_image_score(args.data, sde, cfg, progress=update, ddp=ddp)
         else:
             g = torch.Generator().manual_seed(args.seed + 10_000)
             data_std = float(dens.sample(10_000, g).std())
             model = make_score_model_2d(
                 sde, data_std, width=args.width, depth=args.depth, meta={"data": dens.name}, seed=args.seed
             )
-            summary = train_score(model, lambda n, gen: dens.sample(n, gen), cfg, progress=update)
+            summary = train_score(model, lambda n, gen: dens.sample(n, gen), cfg, progress=update, ddp=ddp)
     except TrainingDiverged as e:
         raise diverged(e, args.lr) from None
     finally:
         close()
     secs = time.perf_counter() - t0
+    if ddp is not None and not ddp.is_main:
+        return 0  # rank 0 writes the checkpoint (every rank holds the same weights)
     save_model(model, out, extra={"train": {**summary, "seconds": round(secs, 1), **config_dict(cfg)}})
     print(f"trained {summary['steps']} steps in {secs:.1f} s (loss {summary['loss']:.4f}); wrote {out}")
     return 0
@@ -110,7 +134,8 @@ def register(subparsers: Any) -> None:
         "--batch-size",
         type=int_arg("batch size", 1, LIMITS.batch_size),
         default=512,
-        help=f"minibatch size in [1, {LIMITS.batch_size}] (default %(default)s)",
+        help=f"minibatch size in [1, {LIMITS.batch_size}] (default %(default)s); per process under torchrun, "
+        "where the global batch is K times it",
     )
     t.add_argument(
         "--lr",

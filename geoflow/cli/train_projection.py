@@ -1,7 +1,8 @@
 """``geoflow train-projection``: the projection network T of a score network (method.md section 3).
 
 The score network (a pretrained name or a file) must fit the data (2-D or the image set's shape);
-``--out`` is checked before training; the checkpoint is written atomically.
+``--out`` is checked before training; the checkpoint is written atomically. Under ``torchrun`` the
+training is data-parallel, as for ``geoflow train`` (``--batch-size`` per process; rank 0 writes).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from geoflow import distributed
 from geoflow.checkpoints import load_model, load_pretrained, pretrained_names, save_model
 from geoflow.cli.common import (
     DEVICE_HELP,
@@ -24,11 +26,10 @@ from geoflow.cli.common import (
     float_arg,
     int_arg,
     limits_epilog,
-    progress_bar,
     seed_arg,
     threads,
 )
-from geoflow.cli.train import diverged
+from geoflow.cli.train import diverged, rank_progress
 from geoflow.densities import load_density
 from geoflow.projection import TRAIN_MODES
 from geoflow.score import ScoreModel
@@ -72,6 +73,11 @@ def cmd_train_projection(args: argparse.Namespace) -> int:
     """Train the projection network T of a score network and save it."""
     out = check_output_path(args.out, (".safetensors",))
     threads()
+    with distributed.job(args.device) as ddp:  # None without torchrun: single-process
+        return _train_projection(args, out, ddp)
+
+
+def _train_projection(args: argparse.Namespace, out: Path, ddp: distributed.DistContext | None) -> int:
     data = _data_fn(args)
     score, score_name = _load_score_model(args)
     cfg = TrainConfig(
@@ -80,20 +86,22 @@ def cmd_train_projection(args: argparse.Namespace) -> int:
         lr=args.lr,
         ema=args.ema,
         seed=args.seed,
-        device=args.device,
+        device=args.device if ddp is None else ddp.device,
     )
     n_steps = args.n_steps if args.mode == "fixed_N" else None
-    update, close = progress_bar(cfg.steps, "train-projection")
+    update, close = rank_progress(ddp, cfg.steps, "train-projection", args.batch_size)
     t0 = time.perf_counter()
     try:
         proj = train_projection(
-            score, data, cfg, args.mode, n_steps, progress=update, score_name=Path(score_name).stem
+            score, data, cfg, args.mode, n_steps, progress=update, score_name=Path(score_name).stem, ddp=ddp
         )
     except TrainingDiverged as e:
         raise diverged(e, args.lr) from None
     finally:
         close()
     secs = time.perf_counter() - t0
+    if ddp is not None and not ddp.is_main:
+        return 0  # rank 0 writes the checkpoint (every rank holds the same weights)
     save_model(proj, out, extra={"train": {**proj.meta["train"], "seconds": round(secs, 1), "lr": args.lr}})
     print(f"trained {args.mode} projection for {score_name} in {secs:.1f} s; wrote {out}")
     return 0
@@ -134,7 +142,7 @@ def register(subparsers: Any) -> None:
         "--batch-size",
         type=int_arg("batch size", 1, LIMITS.batch_size),
         default=512,
-        help=f"minibatch size in [1, {LIMITS.batch_size}] (default 512)",
+        help=f"minibatch size in [1, {LIMITS.batch_size}] (default 512); per process under torchrun",
     )
     p.add_argument(
         "--lr",
