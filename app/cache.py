@@ -1,17 +1,105 @@
-"""``st.cache_*`` wrappers around geoflow calls, and nothing else.
+"""Caches around geoflow calls, shared by every session of the process (same spec, same result, once).
 
-Caches are shared by every session of the process: the same spec gives the same result, computed
-once. Keys are the frozen specs plus the density's and score's identities (``density_key``,
-``source.key``); the objects themselves are passed with a leading underscore (not hashed).
+Keys are the frozen specs plus the density's and score's identities (``density_key``,
+``source.key``); the objects themselves are passed with a leading underscore (not part of the key).
+
+Runs and overlays (megabytes each) live in one byte-budgeted LRU (:class:`serving.ByteLRU`,
+``GEOFLOW_RUN_CACHE_MB``, default 384 MB): a hit hands back the shared, read-only object (no pickle
+copy per rerun, unlike ``st.cache_data``), and the worst mix of settings cannot grow the server past
+the budget. Sampler runs are admitted through a first-come-first-served queue with one slot per
+core (:data:`INTERACTIVE`); overlays that take seconds (JKO, the W2 geodesic) and the path metrics
+through a one-slot queue of their own (:data:`HEAVY`), so they never hold up step changes. Small
+results (numbers) stay in ``st.cache_data``.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
+import os
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
 import numpy as np
+import serving
 import streamlit as st
 
 from geoflow import overlays, run
 from geoflow.densities import Density, get_density
+
+RUN_CACHE_MB = float(os.environ.get("GEOFLOW_RUN_CACHE_MB", "384"))
+RUNS = serving.ByteLRU(int(RUN_CACHE_MB * 2**20))
+INTERACTIVE = serving.WorkQueue(min(4, os.cpu_count() or 2), "sampler runs")
+HEAVY = serving.WorkQueue(1, "overlays and metrics")
+HEAVY_OVERLAYS = ("JKO path", "W2 geodesic", "warped grid")
+BUSY_SIGNALS: list[Any] = [HEAVY.busy]  # training adds its own (app/training.py)
+PREFETCH = serving.Prefetcher(
+    RUNS,
+    INTERACTIVE,
+    others=[lambda: any(f() for f in BUSY_SIGNALS)],
+    enabled=os.environ.get("GEOFLOW_PREFETCH", "1") != "0",
+)
+atexit.register(PREFETCH.shutdown)
+TIMING_LOG = os.environ.get("GEOFLOW_TIMING_LOG", "")
+_log_lock = threading.Lock()
+
+
+def log_timing(**fields: Any) -> None:
+    """Append one JSON line to ``GEOFLOW_TIMING_LOG`` (benchmarks read it; off by default)."""
+    if not TIMING_LOG:
+        return
+    fields.setdefault("wall", time.time())
+    with _log_lock, open(TIMING_LOG, "a") as f:
+        f.write(json.dumps(fields) + "\n")
+
+
+def session_id() -> str:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "bare"
+
+
+class _Queued:
+    """Tells the user where their run stands in the queue (an info box that disappears)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.box: Any = None
+
+    def __call__(self, ahead: int) -> None:
+        try:
+            if self.box is None:
+                self.box = st.empty()
+            self.box.info(
+                f"queued: {ahead} {self.what} ahead of yours on this server", icon=":material/schedule:"
+            )
+        except Exception:  # noqa: BLE001 - no script context (a test or a background caller)
+            pass
+
+    def clear(self) -> None:
+        if self.box is not None:
+            self.box.empty()
+
+
+def _admit(queue: serving.WorkQueue, what: str, spinner: str | None):
+    """A context manager factory: wait for a slot (showing "queued"), then a spinner while working."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def admit():
+        q = _Queued(what)
+        with queue.slot(q):
+            q.clear()
+            if spinner is None:
+                yield
+            else:
+                with st.spinner(spinner):
+                    yield
+
+    return admit
 
 
 @st.cache_resource(show_spinner=False)
@@ -20,15 +108,32 @@ def preset_density(name: str) -> Density:
     return get_density(name)
 
 
-@st.cache_data(max_entries=48, show_spinner="sampling ...")
 def trajectory(
     spec: run.RunSpec, density_key: str, source_key: str, _density: Density | None, _source: run.ScoreSource
 ) -> run.Trajectory:
-    """Cached :func:`geoflow.run.run`."""
-    return run.run(spec, density=_density, source=_source)
+    """Cached :func:`geoflow.run.run` (shared, read-only arrays)."""
+    key = ("trajectory", spec, density_key, source_key)
+    t0 = time.perf_counter()
+
+    def compute() -> run.Trajectory:
+        c0 = time.perf_counter()
+        traj = run.run(spec, density=_density, source=_source)
+        log_timing(
+            what="sampler", ms=1000 * (time.perf_counter() - c0), steps=spec.steps, sampler=spec.sampler
+        )
+        return traj
+
+    traj, how = RUNS.get_or_compute(key, compute, admit=_admit(INTERACTIVE, "runs", "sampling ..."))
+    log_timing(what="trajectory", how=how, ms=1000 * (time.perf_counter() - t0), steps=spec.steps)
+    return traj
 
 
-@st.cache_data(max_entries=32, show_spinner="overlays ...")
+def cached(key: tuple, compute, spinner: str | None = None) -> Any:
+    """Any large result (a page's run and what is derived from it) in the byte-budgeted run cache."""
+    value, _ = RUNS.get_or_compute(key, compute, admit=_admit(INTERACTIVE, "runs", spinner))
+    return value
+
+
 def overlay_arrays(
     which: tuple[str, ...],
     spec: run.RunSpec,
@@ -39,22 +144,39 @@ def overlay_arrays(
     _traj: run.Trajectory,
 ) -> tuple[list[overlays.Overlay], list[str]]:
     """Cached :func:`geoflow.overlays.compute_overlays` (the trajectory is determined by the keys)."""
-    return overlays.compute_overlays(which, spec, _source, _density, _traj, density_key=density_key)
+    key = ("overlays", which, spec, density_key, source_key)
+    heavy = any(w in HEAVY_OVERLAYS for w in which)
+    queue = HEAVY if heavy else INTERACTIVE
+    admit = _admit(queue, "overlay jobs" if heavy else "runs", "overlays ...")
+    value, _ = RUNS.get_or_compute(
+        key,
+        lambda: overlays.compute_overlays(which, spec, _source, _density, _traj, density_key=density_key),
+        admit=admit,
+    )
+    return value
 
 
-@st.cache_data(max_entries=32, show_spinner="W2 and free energy along the path ...")
+@st.cache_data(max_entries=32, show_spinner=False)
+def _path_metrics(
+    spec: run.RunSpec, density_key: str, source_key: str, _density: Density, _source: run.ScoreSource, _traj
+) -> dict:
+    with _admit(HEAVY, "metric jobs", "W2 and free energy along the path ...")():
+        return overlays.path_metrics(spec, _source.sde, _density, _traj)
+
+
 def path_metrics(
     spec: run.RunSpec, density_key: str, source_key: str, _density: Density, _source: run.ScoreSource, _traj
 ) -> dict:
-    """Cached :func:`geoflow.overlays.path_metrics`."""
-    return overlays.path_metrics(spec, _source.sde, _density, _traj)
+    """Cached :func:`geoflow.overlays.path_metrics` (queued behind other heavy work)."""
+    return _path_metrics(spec, density_key, source_key, _density, _source, _traj)
 
 
-@st.cache_data(max_entries=32, show_spinner="W2 to the JKO path and to p_t at every frame ...")
+@st.cache_data(max_entries=32, show_spinner=False)
 def _frame_agreement(
     spec: run.RunSpec, density_key: str, source_key: str, with_jko: bool, _density: Density, _sde, _traj, _jko
 ) -> dict:
-    return overlays.frame_agreement(spec, _sde, _density, _traj, _jko)
+    with _admit(HEAVY, "metric jobs", "W2 to the JKO path and to p_t at every frame ...")():
+        return overlays.frame_agreement(spec, _sde, _density, _traj, _jko)
 
 
 def frame_agreement(
@@ -82,3 +204,78 @@ def final_quality(
 ) -> dict:
     """Cached :func:`geoflow.overlays.final_quality` of a run's final samples."""
     return overlays.final_quality(spec, _density, _final, diverged)
+
+
+def prefetch(
+    specs: list[run.RunSpec],
+    density_key: str,
+    source_key: str,
+    _density: Density | None,
+    _source: run.ScoreSource,
+) -> int:
+    """Compute ``specs`` in the background while the server is idle (likely next views); returns how many.
+
+    Each run gives way to interactive work at its next score evaluation (``serving.preemptible``);
+    results land in the shared cache under the keys :func:`trajectory` looks up.
+    """
+    tasks = []
+    for spec in specs:
+        try:
+            spec.validate()
+        except ValueError:
+            continue
+        src = serving.preemptible(_source, PREFETCH.busy)
+
+        def compute(spec: run.RunSpec = spec, src: run.ScoreSource = src) -> run.Trajectory:
+            c0 = time.perf_counter()
+            traj = run.run(spec, density=_density, source=src)
+            log_timing(what="prefetch", ms=1000 * (time.perf_counter() - c0), steps=spec.steps)
+            return traj
+
+        tasks.append((("trajectory", spec, density_key, source_key), compute))
+    return PREFETCH.submit(session_id(), tasks)
+
+
+def step_neighbours(
+    spec: run.RunSpec, last_steps: int | None, max_steps: int, toggled: run.RunSpec | None
+) -> list:
+    """The settings a user is likely to ask for next: the next step count in the direction of the last
+    change, the other neighbour, the projection toggle, then two steps further in that direction."""
+    down = last_steps is not None and last_steps > spec.steps
+    near = [spec.steps - 1, spec.steps + 1] if down else [spec.steps + 1, spec.steps - 1]
+    far = spec.steps - 2 if down else spec.steps + 2
+    out = [replace(spec, steps=s) for s in near if 1 <= s <= max_steps]
+    if toggled is not None:
+        out.append(toggled)
+    if 1 <= far <= max_steps:
+        out.append(replace(spec, steps=far))
+    return out
+
+
+def prefetch_view(page: str, spec: run.RunSpec, toggled: run.RunSpec | None, max_steps: int = 200) -> int:
+    """After a page is drawn: queue its neighbouring settings for the idle-time prefetch.
+
+    Never fails the page: a spec that cannot run is simply not prefetched.
+    """
+    import sources
+
+    last_key = f"_prefetch.{page}.steps"
+    last = st.session_state.get(last_key)
+    st.session_state[last_key] = spec.steps
+    if not PREFETCH.enabled:
+        return 0
+    try:
+        density = sources.resolve_density(spec.data) if not spec.is_image else None
+        src = sources.score_source(spec)
+        if ("trajectory", spec, sources.density_key(spec.data), src.key) not in RUNS:
+            return 0  # the view itself did not run (an error is shown): guess nothing
+        specs = step_neighbours(spec, last, max_steps, toggled)
+        return prefetch(specs, sources.density_key(spec.data), src.key, density, src)
+    except Exception:  # noqa: BLE001 - a guess must never break the page
+        return 0
+
+
+def clear() -> None:
+    """Empty every cache of this module (tests)."""
+    RUNS.clear()
+    st.cache_data.clear()

@@ -11,8 +11,9 @@ import uuid
 import cache
 import state  # noqa: F401  (puts the repository on sys.path)
 
+from geoflow.checkpoints import read_manifest
 from geoflow.densities import DENSITY_NAMES, Density
-from geoflow.run import RunSpec, ScoreSource, model_source, resolve_source
+from geoflow.run import RunSpec, ScoreSource, model_source, pretrained_problem, resolve_source
 
 USER_PREFIX = "mine: "
 
@@ -78,6 +79,30 @@ def session_source(name: str) -> ScoreSource | None:
         mine.get("projection"),
         resolve_density(name),
     )
+
+
+def pretrained_notes(spec: RunSpec) -> list[str]:
+    """Why a shipped model this spec would use is unavailable (corrupt or mismatched file), and what is
+    used instead; empty when nothing is wrong. The other models keep working."""
+    if spec.score not in ("auto", "pretrained") or spec.sde != "vp" or spec.data.startswith(USER_PREFIX):
+        return []
+    try:
+        shipped = read_manifest()
+    except (OSError, ValueError) as e:
+        return [f"the shipped models are unavailable: pretrained/MANIFEST.json cannot be read ({e})"]
+    pre = f"{spec.data}-vp"
+    notes = []
+    if pre in shipped and pretrained_problem(pre):
+        instead = (
+            "the exact score instead" if spec.score == "auto" and not spec.is_image else "nothing instead"
+        )
+        notes.append(f"shipped model {pre} unavailable: {pretrained_problem(pre)}; using {instead}")
+    elif f"{pre}-proj" in shipped and pretrained_problem(f"{pre}-proj") and spec.info.takes_projection:
+        notes.append(
+            f"shipped projection network {pre}-proj unavailable: {pretrained_problem(pre + '-proj')}; "
+            "projection T 'learned' cannot be used (tweedie can)"
+        )
+    return notes
 
 
 def score_source(spec: RunSpec) -> ScoreSource:

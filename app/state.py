@@ -10,6 +10,8 @@ names the value used instead; nothing is replaced silently.
 from __future__ import annotations
 
 import math
+import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,16 +135,93 @@ def url_state(
     return key
 
 
+_MD_ALWAYS = re.compile(r"([\\`*\[\]<$~])")  # links, code, emphasis, HTML / autolinks, maths, strikethrough
+_MD_EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")  # intraword _ is never emphasis
+_MD_SHORTCODE = re.compile(r":(?=[\w/])")  # :emoji: / :material/icon: / :red[...] / http://
+_MD_WWW = re.compile(r"(?i)(www)\.")  # GFM links bare www. addresses
+_MD_LINE_START = re.compile(r"^(\s*)([#>+\-=|]|\d+(?=[.)]))")  # headings, quotes, lists at the start
+
+
+def plain(text: object) -> str:
+    """Text shown literally by st.markdown / st.error / st.toast (user-given names, URL values, errors).
+
+    The characters Markdown (with Streamlit's extensions) would act on are backslash-escaped, only
+    where they would act, so ordinary text reads unchanged: ``[x](http://e)`` stays text (no link,
+    bare URLs are not linked either), ``:red[...]``, ``:smile:`` and ``$...$`` stay text, ``*a*``
+    stays starred, HTML is never interpreted; newlines become spaces (one message, one line).
+    """
+    out = " ".join(str(text).split())
+    out = _MD_ALWAYS.sub(lambda m: "\\" + m.group(1), out)
+    out = _MD_EDGE_UNDERSCORE.sub(lambda m: "\\_", out)
+    out = _MD_SHORTCODE.sub(lambda m: "\\:", out)
+    out = _MD_WWW.sub(lambda m: m.group(1) + "\\.", out)
+    m = _MD_LINE_START.match(out)
+    if m:
+        lead, mark = m.group(1), m.group(2)
+        out = lead + (mark if mark[0].isdigit() else "\\" + mark) + out[m.end() :]
+        if mark[0].isdigit():  # "1. " / "1) " would start a list
+            out = out[: len(lead) + len(mark)] + "\\" + out[len(lead) + len(mark) :]
+    return out
+
+
+def url_list_state(page: str, name: str, valid: Sequence[str], default: Sequence[str] = ()) -> str:
+    """Seed a multi-choice setting from a comma-separated URL value once; returns its session-state key.
+
+    Unknown entries are dropped with a notice naming them and the list used instead.
+    """
+    key = skey(page, name)
+    if key not in st.session_state:
+        raw = url_raw(page, name)
+        value = list(default)
+        if raw is not None:
+            asked = [o.strip() for o in raw.split(",") if o.strip()]
+            value = list(dict.fromkeys(o for o in asked if o in valid))
+            bad = [o for o in asked if o not in valid]
+            if bad:
+                shown = ", ".join(repr(b[:40]) for b in bad[:5]) + (" ..." if len(bad) > 5 else "")
+                notice(
+                    f"URL setting {name}: unknown {shown} ignored (valid: {', '.join(valid)}); "
+                    f"using {name}={','.join(value)!r}"
+                )
+        st.session_state[key] = value
+    return key
+
+
 def notice(message: str) -> None:
-    """A short message for the user, shown as a toast and kept for the page's notice area."""
-    st.toast(message)
+    """A short message for the user, shown as a toast and kept for the page's notice area.
+
+    The message is shown as plain text (it quotes what the user typed).
+    """
+    st.toast(plain(message), icon=":material/warning:")
     st.session_state.setdefault("_notices", []).append(message)
 
 
 def show_notices() -> None:
     """Show (once) the notices raised while reading the URL."""
     for m in st.session_state.pop("_notices", []):
-        st.warning(m)
+        st.warning(plain(m))
+
+
+def error_text(e: BaseException, limit: int = 300) -> str:
+    """One readable line for an exception: its message (first line, cut), or its type if it has none."""
+    msg = " ".join(str(e).split())
+    if not msg:
+        return type(e).__name__
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
+
+
+def page_failed(title: str, e: BaseException) -> None:
+    """The page boundary's message for an unexpected exception; the traceback goes to the server log."""
+    import logging
+
+    logging.getLogger("geoflow.app").exception("page %r failed", title)
+    if os.environ.get("GEOFLOW_STRICT_PAGES") == "1":  # the test suite: a page bug must fail its test
+        raise e
+    st.error(
+        f"This page hit an internal problem and stopped: {plain(error_text(e))}. "
+        "The rest of the app still works: change a setting, or open another page from the sidebar.",
+        icon=":material/error:",
+    )
 
 
 def sync_url() -> None:

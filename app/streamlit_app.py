@@ -6,11 +6,23 @@ would see a second, wrong page list. Icons are Streamlit's Material symbols (a f
 not emoji: many lab machines and headless browsers have no emoji font.
 """
 
+import sys
+import time
 from pathlib import Path
 
-import streamlit as st
+T_START = time.perf_counter()
+
+import streamlit as st  # noqa: E402
+from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+for _p in (str(HERE), str(HERE.parent)):  # the app's modules; geoflow from a checkout without pip install
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import cache  # noqa: E402
+import serving  # noqa: E402
+import state  # noqa: E402
 
 st.set_page_config(page_title="geoflow", page_icon=":material/cyclone:", layout="wide")
 
@@ -24,4 +36,15 @@ PAGES = [
     st.Page(HERE / "views" / "maths.py", title="The maths", icon=":material/functions:", url_path="maths"),
 ]
 
-st.navigation(PAGES).run()
+serving.set_server_threads()  # once per process, not per call
+pg = st.navigation(PAGES)
+t0 = time.perf_counter()
+cache.log_timing(what="page start", page=pg.title, since_script_start_ms=1000 * (t0 - T_START))
+try:
+    pg.run()
+except ScriptControlException:  # st.rerun / st.switch_page / st.stop: Streamlit's own control flow
+    raise
+except Exception as e:  # noqa: BLE001 - the page boundary: a readable message, never a traceback
+    state.page_failed(pg.title, e)
+finally:
+    cache.log_timing(what="script", page=pg.title, ms=1000 * (time.perf_counter() - t0))

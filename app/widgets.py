@@ -35,7 +35,7 @@ def label(name: str) -> str:
 def show_error(e: BaseException, what: str = "") -> None:
     """A readable error box instead of a traceback (user text shown as plain text)."""
     prefix = f"{what}: " if what else ""
-    st.error(f"{prefix}{e}", icon=":material/error:")
+    st.error(state.plain(f"{prefix}{state.error_text(e)}"), icon=":material/error:")
 
 
 def _data_controls(page: str, c: Any) -> None:
@@ -183,6 +183,8 @@ def _spec(page: str, sampler: str, kind: str, strength: float | None) -> RunSpec
 
 def prepare(spec: RunSpec) -> tuple[ScoreSource, Any, Trajectory] | None:
     """Resolve the score and compute (cached) the trajectory; shows a readable error and returns None."""
+    for note in sources.pretrained_notes(spec):  # a corrupt file in pretrained/: named, not fatal
+        st.warning(state.plain(note), icon=":material/warning:")
     try:
         density = sources.resolve_density(spec.data)
         src = sources.score_source(spec)

@@ -213,11 +213,32 @@ def pretrained_pair(name: str) -> tuple[ScoreModel, ProjectionModel | None]:
     return model, proj
 
 
-def pretrained_available(name: str) -> bool:
+@functools.lru_cache(maxsize=64)
+def pretrained_problem(name: str) -> str:
+    """Why the shipped model ``name`` cannot be used ('' if it loads and checks out); once per process.
+
+    A missing, corrupt or mismatched file in ``pretrained/`` (or an unreadable manifest) marks only
+    the models it concerns unavailable, with this reason; the others keep working.
+    """
     try:
-        return name in read_manifest()
-    except (OSError, ValueError):
-        return False
+        entry = read_manifest().get(name)
+    except (OSError, ValueError) as e:
+        return f"pretrained/MANIFEST.json cannot be read ({e})"
+    if entry is None:
+        return f"{name} is not shipped"
+    try:
+        if entry.get("kind") == "score":
+            pretrained_pair(name)
+        else:
+            load_pretrained(name, expect_kind=entry.get("kind"))
+    except (CheckpointError, ValueError, OSError, RuntimeError, KeyError, TypeError, AssertionError) as e:
+        return f"{name}: {e}" if name not in str(e) else str(e)
+    return ""
+
+
+def pretrained_available(name: str) -> bool:
+    """Shipped, and its file loads and matches its manifest entry (see :func:`pretrained_problem`)."""
+    return not pretrained_problem(name)
 
 
 def resolve_data(name: str) -> Density:
@@ -303,9 +324,12 @@ def resolve_source(
     if session is not None:
         have.append("session")
     wanted = "" if choice == "auto" else f"{choice} "
+    problem = pretrained_problem(pre) if spec.sde == "vp" else ""
+    shipped_but_broken = problem and "not shipped" not in problem
+    broken = f" The shipped model is unavailable: {problem}." if shipped_but_broken else ""
     raise ValueError(
         f"no {wanted}score for {spec.data!r} with the {spec.sde.upper()} SDE; available: "
-        f"{', '.join(have) or 'none'}. Pretrained models are VP only; train your own (any SDE)."
+        f"{', '.join(have) or 'none'}.{broken} Pretrained models are VP only; train your own (any SDE)."
     )
 
 
@@ -347,8 +371,12 @@ def resolve_projection(spec: RunSpec, source: ScoreSource) -> Projection | None:
         kind = "learned" if source.projection_model is not None else ("exact" if source.exact else "tweedie")
     if kind == "learned":
         if source.projection_model is None:
+            why = ""
+            if source.key.startswith("pretrained:"):
+                problem = pretrained_problem(source.key.split(":", 1)[1] + "-proj")
+                why = f" ({problem})" if problem and "not shipped" not in problem else ""
             raise ValueError(
-                f"no learned projection network for {source.label}; use projection tweedie"
+                f"no learned projection network for {source.label}{why}; use projection tweedie"
                 + (" or exact" if source.exact_score_fn is not None else "")
             )
         return make_projection(

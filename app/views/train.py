@@ -1,9 +1,12 @@
-"""Train your own: draw, upload or generate 2-D points; train a score model in the background."""
+"""Train your own: draw, upload, type or generate 2-D points (or a JSON mixture); train a score model.
+
+Training runs in the background (:mod:`training`): queued behind at most two others, stopped when
+this session ends. Names and file names the user gives are shown as plain text.
+"""
 
 from __future__ import annotations
 
-import io
-import threading
+import functools
 import time
 from dataclasses import dataclass
 
@@ -11,11 +14,19 @@ import numpy as np
 import sources
 import state
 import streamlit as st
+import training as T
 import widgets as W
-from training import GENERATORS, MAX_TRAIN_STEPS, Job, model_bytes, parse_text_points, run_job, sklearn_points
+from training import GENERATORS, MAX_TRAIN_STEPS, Job, model_bytes, parse_text_points, sklearn_points
 
 from geoflow import export, figures
-from geoflow.densities import MAX_POINTS, MIN_POINTS, PointCloud, read_points_csv, validate_points
+from geoflow.densities import (
+    MAX_POINTS,
+    MIN_POINTS,
+    GaussianMixture,
+    PointCloud,
+    read_points_csv,
+    validate_points,
+)
 
 DRAW_GRID = 48
 
@@ -39,14 +50,30 @@ def drawn_points(selection: dict, seed: int) -> np.ndarray:
     return pts
 
 
-def add_density(name: str, points: np.ndarray) -> None:
-    dens = PointCloud(points, name=name)
+def add_density(name: str, points: np.ndarray | GaussianMixture) -> None:
+    """Keep a density in this session: a point cloud (its kernel density) or a typed / uploaded mixture."""
+    dens = points if isinstance(points, GaussianMixture) else PointCloud(points, name=name)
     dens.uid = sources.new_id()  # cache keys tell this session's "my_data" from another session's
     sources.user_densities()[name] = dens
     st.session_state["train_density"] = name
-    if dens.message:
-        st.warning(dens.message)
-    st.success(f"density {sources.USER_PREFIX}{name} created from {len(points)} points; pick it on any page")
+    if getattr(dens, "message", ""):
+        st.warning(state.plain(dens.message))
+    what = (
+        f"{len(points)} points"
+        if not isinstance(points, GaussianMixture)
+        else f"a mixture of {int(dens.weights.numel())} Gaussians"
+    )
+    st.success(state.plain(f"density {sources.USER_PREFIX}{name} created from {what}; pick it on any page"))
+
+
+def read_upload(name: str, raw: bytes, density_name: str) -> np.ndarray | GaussianMixture:
+    """An uploaded CSV of points or JSON mixture spec, in any common text encoding (or a clear refusal)."""
+    text, enc = T.decode_text(raw, repr(name))
+    if enc not in ("utf-8", "ascii"):
+        st.info(state.plain(f"{name} read as {enc} text"), icon=":material/info:")
+    if T.looks_like_json(name, text):
+        return T.parse_mixture_text(text, density_name)
+    return read_points_csv(text.encode("utf-8"))
 
 
 # --------------------------------------------------------------------------- page
@@ -56,10 +83,26 @@ class Settings:
     name: str
 
 
+SOURCES = ("generator", "draw", "upload CSV", "type", "JSON mixture")  # the upload also takes a JSON spec
+MIXTURE_EXAMPLE = (
+    '{"weights": [0.5, 0.5],\n "means": [[-2, 0], [2, 0]],\n'
+    ' "covs": [[[0.3, 0], [0, 0.3]], [[0.3, 0], [0, 0.3]]]}'
+)
+
+
 def controls() -> Settings:
     st.sidebar.header("Your data")
-    source = st.sidebar.radio("points from", ("generator", "draw", "upload CSV", "type"), key="data_source")
-    name = st.sidebar.text_input("name", value="my_data", key="data_name", max_chars=30).strip() or "my_data"
+    source = st.sidebar.radio("points from", SOURCES, key="data_source")
+    typed = st.sidebar.text_input(
+        "name",
+        value="my_data",
+        key="data_name",
+        max_chars=T.NAME_MAX,
+        help="letters, digits, spaces, _ . - (other characters become _)",
+    )
+    name, note = T.safe_name(typed)
+    if note:
+        st.sidebar.caption(state.plain(note))
     return Settings(source, name)
 
 
@@ -94,19 +137,32 @@ def data_panel(s: Settings) -> None:
                 add_density(s.name, drawn_points(sel, 0))
             except ValueError as e:
                 W.show_error(e)
-    elif s.source == "upload CSV":
+    elif s.source == SOURCES[2]:
         up = st.file_uploader(
             f"CSV with two numeric columns x, y ({MIN_POINTS} to any number of rows; more than "
-            f"{MAX_POINTS} are subsampled)",
-            type=["csv", "txt"],
+            f"{MAX_POINTS} are subsampled), or a JSON mixture spec (weights, means, covs). UTF-8, "
+            "UTF-16 and Latin-1 text are read.",
+            type=["csv", "txt", "json"],
             key="upload",
         )
         if up is not None:
             try:
-                pts = read_points_csv(io.BytesIO(up.getvalue()))
-                add_density(s.name, pts)
+                add_density(s.name, read_upload(up.name, up.getvalue(), s.name))
             except ValueError as e:
                 W.show_error(e, f"could not read {up.name}")
+    elif s.source == SOURCES[4]:
+        text = st.text_area(
+            "a Gaussian mixture as JSON: weights (summing to 1), means [x, y], covariances [[a, b], [b, c]]",
+            value=MIXTURE_EXAMPLE,
+            height=160,
+            key="mixture_text",
+            max_chars=T.MAX_SPEC_CHARS,
+        )
+        if st.button("make density from the JSON", key="json_go"):
+            try:
+                add_density(s.name, T.parse_mixture_text(text, s.name))
+            except ValueError as e:
+                W.show_error(e, "could not read the JSON mixture")
     else:
         text = st.text_area(
             "one 'x, y' pair per line", height=160, key="points_text", placeholder="0.1, 0.2\n-1.0, 1.5\n..."
@@ -125,16 +181,17 @@ def preview() -> None:
         return
     name = st.selectbox("your densities", list(dens), key="train_density")
     d = dens[name]
-    validate_points(d.points)
-    fig = figures.scatter_panel(
-        {name: d.points},
-        title=f"{name}: {len(d.points)} points (kernel density, bandwidth {d.bandwidth:.3f})",
-        bounds=d.bounds(),
+    pts = validate_points(T.training_points(d))
+    what = (
+        f"{len(pts)} points (kernel density, bandwidth {d.bandwidth:.3f})"
+        if isinstance(d, PointCloud)
+        else f"mixture of {int(d.weights.numel())} Gaussians, {len(pts)} samples shown"
     )
+    fig = figures.scatter_panel({name: pts}, title=f"{name}: {what}", bounds=d.bounds())
     st.plotly_chart(fig, theme=None, key="preview_chart")
     st.download_button(
         "CSV of these points",
-        export.table_csv({"x": d.points[:, 0].tolist(), "y": d.points[:, 1].tolist()}),
+        functools.partial(export.table_csv, {"x": pts[:, 0].tolist(), "y": pts[:, 1].tolist()}),
         file_name=f"{name}.csv",
         key="points_csv",
     )
@@ -152,11 +209,15 @@ def train_panel(name: str) -> None:
     with_proj = c[3].toggle("also train the projection network", key="train_proj")
     job: Job | None = st.session_state.get("job")
     busy = job is not None and not job.done
+    st.caption(
+        f"At most {T.MAX_CONCURRENT_JOBS} trainings run on this server at once; later ones wait in line. "
+        "A training stops when you close this tab."
+    )
     if st.button("train", key="train_go", disabled=busy, type="primary"):
         dens = sources.user_densities()[name]
         job = Job(name, int(steps), bool(with_proj))
         st.session_state["job"] = job
-        threading.Thread(target=run_job, args=(job, dens.points, sde_name, int(width)), daemon=True).start()
+        T.start_job(job, T.training_points(dens), sde_name, int(width))
     if st.session_state.get("job") is not None:
         job_status()
     mine = sources.user_models().get(name)
@@ -193,19 +254,23 @@ def job_status() -> None:
     job: Job | None = st.session_state.get("job")
     if job is None:
         return
+    T.touch(job)  # this session is still here
     if job.done:
         if job.error:
-            st.error(f"training failed: {job.error}")
+            st.error(state.plain(f"training failed: {job.error}"))
         elif job.result is not None and job.name in sources.user_densities():
             sources.user_models()[job.name] = job.result
             st.session_state["job"] = None
             st.rerun(scope="app")
         return
-    st.progress(
-        min(job.progress, 1.0),
-        text=f"{job.phase}: {100 * job.progress:.0f}% (loss {job.loss:.4f}), "
-        f"{time.time() - job.started:.0f} s",
-    )
+    if job.queued:
+        st.info(f"{job.phase} (the page stays usable meanwhile)", icon=":material/schedule:")
+    else:
+        st.progress(
+            min(job.progress, 1.0),
+            text=f"{job.phase}: {100 * job.progress:.0f}% (loss {job.loss:.4f}), "
+            f"{time.time() - job.started:.0f} s",
+        )
     if st.button("stop", key="train_stop"):
         job.stop.set()
 
