@@ -124,8 +124,9 @@ def compute(specs: list[tuple[str, RunSpec]], which: tuple[str, ...] = ()) -> tu
 
 
 def side_title(side: Side) -> str:
+    """A panel's heading: the run's name and sampler, then its N, NFE and score on a second line."""
     t = side.traj
-    return f"{side.name}: {t.sampler_label}, N={side.spec.steps}, NFE={t.nfe} ({t.source_label})"
+    return f"{side.name}: {t.sampler_label}<br>N={side.spec.steps}, NFE={t.nfe} · {t.source_label}"
 
 
 def figure(

@@ -11,6 +11,7 @@ import streamlit as st
 
 FONT_SIZE = 24  # the chart's base font in the presentation view (16 otherwise)
 MARKER_SIZE = 8.0  # particle markers (5 otherwise)
+HEIGHT = 920  # the chart's height in px (760 otherwise)
 _CSS = """
 <style>
 section[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"],
@@ -32,6 +33,6 @@ def apply() -> None:
     st.markdown(_CSS, unsafe_allow_html=True)
 
 
-def figure_style() -> dict[str, float]:
+def figure_style() -> dict[str, float | int]:
     """Font and marker sizes for the animation builders: larger in the presentation view."""
-    return {"font_size": FONT_SIZE, "marker_size": MARKER_SIZE} if presenting() else {}
+    return {"font_size": FONT_SIZE, "marker_size": MARKER_SIZE, "height": HEIGHT} if presenting() else {}

@@ -194,7 +194,8 @@ def animated_panels(
     ax = {"range": [lo, hi], "zeroline": False, "showgrid": True, "gridcolor": "#e5e5e5"}
     for i in range(n_p):
         x0 = i * (pw + gap)
-        xa = {**ax, "domain": [x0, x0 + pw], "constrain": "domain", "anchor": _axis_ref(i, "y")}
+        dom = [max(0.0, round(x0, 6)), min(1.0, round(x0 + pw, 6))]
+        xa = {**ax, "domain": dom, "constrain": "domain", "anchor": _axis_ref(i, "y")}
         ya = {**ax, "domain": [0.0, 1.0], "anchor": _axis_ref(i, "x")}
         if i == 0:
             ya.update({"scaleanchor": "x", "scaleratio": 1})
@@ -218,7 +219,7 @@ def animated_panels(
             "zeroline": False,
         }
         layout[_axis_name(k, "y")] = {
-            "domain": [y1 - ch_h, y1],
+            "domain": [max(0.0, round(y1 - ch_h, 6)), min(1.0, round(y1, 6))],
             "anchor": _axis_ref(k, "x"),
             "title": {"text": c.yaxis},
             "gridcolor": "#eeeeee",

@@ -7,6 +7,7 @@ it (frame count and title change), and that no exception or error box appears. S
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -17,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from geoflow.checkpoints import read_manifest
@@ -180,7 +182,7 @@ def test_flows_page_draws_and_redraws(server, page):
     _wait_idle(page)
     assert page.locator(POINTS).count() >= 300
     _no_errors(page)
-    assert "projection=True" in page.url
+    assert "project=True" in page.url
     page.screenshot(path=str(ARTIFACTS / "flows_projection.png"), full_page=True)
     print(f"first chart after {first_chart_s:.1f} s")
 
@@ -224,3 +226,145 @@ def test_train_page_drawing_makes_a_density(server, page):
     page.get_by_text("density mine: my_data created").wait_for(timeout=CHART_TIMEOUT_MS)
     _no_errors(page)
     page.screenshot(path=str(ARTIFACTS / "train.png"), full_page=True)
+
+
+# --------------------------------------------------------------------------- issue 14 and 13 views
+PLOT = "document.querySelector('.js-plotly-plot')"
+
+
+def _trace_index(pg, prefix: str) -> int:
+    return pg.evaluate(f"{PLOT}.data.findIndex(t => (t.name || '').startsWith({prefix!r}))")
+
+
+def _chart_pixels(pg) -> np.ndarray:
+    from PIL import Image
+
+    png = pg.locator(".js-plotly-plot .main-svg").first.screenshot()
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def _hidden_diff(pg, index: int):
+    """Pixels the trace ``index`` draws: a screenshot with it, minus one without it (colours with it)."""
+    with_it = _chart_pixels(pg)
+    pg.evaluate(f"Plotly.restyle({PLOT}, {{visible: false}}, [{index}])")
+    pg.wait_for_timeout(300)
+    without = _chart_pixels(pg)
+    pg.evaluate(f"Plotly.restyle({PLOT}, {{visible: true}}, [{index}])")
+    pg.wait_for_timeout(300)
+    mask = np.abs(with_it - without).sum(-1) > 90
+    return with_it[mask]
+
+
+def _looks_like_particles(px: np.ndarray) -> np.ndarray:
+    """Colours of the particles' map (saturation >= 0.25 at value 0.85), with anti-aliasing slack."""
+    mx, mn = px.max(1), px.min(1)
+    return ((mx - mn) / np.maximum(mx, 1) >= 0.2) & (mx >= 150)
+
+
+def test_gradient_flow_overlay_at_three_times(server, page):
+    """Both overlays on: contour lines and hollow JKO markers in every frame, distinct from the particles."""
+    page.goto(f"{server}/?density=two_moons&steps=20&n=400&overlays=exact%20marginal,JKO%20path")
+    _wait_idle(page)
+    _no_errors(page)
+    n = _n_frames(page)
+    i_contour, i_jko, i_part = (_trace_index(page, p) for p in ("p_t", "JKO path", "particles"))
+    assert min(i_contour, i_jko, i_part) >= 0 and i_contour < i_jko < i_part  # drawn under the particles
+    notes = []
+    for f in (0, n // 4, (3 * n) // 4):
+        page.evaluate(
+            f"Plotly.animate({PLOT}, ['{f}'], {{frame: {{duration: 0, redraw: true}}, mode: 'immediate', "
+            "transition: {duration: 0}})"
+        )
+        page.wait_for_timeout(600)
+        label = page.evaluate(f"{PLOT}.layout.sliders[0].steps[{f}].label").replace(" ", "_").replace("=", "")
+        page.locator(".js-plotly-plot").first.screenshot(path=str(ARTIFACTS / f"overlays_{label}.png"))
+        text = page.evaluate(
+            "Array.from(document.querySelectorAll('.annotation-text')).map(e => e.textContent).join(' ')"
+        )
+        assert f"frame {f} of {n - 1}" in text and "W2 to JKO" in text and "floor" in text
+        notes.append(text)
+        assert page.locator(".js-plotly-plot .contourlayer path").count() > 0  # the p_t lines
+        jko = _hidden_diff(page, i_jko)
+        contour = _hidden_diff(page, i_contour)
+        parts = _hidden_diff(page, i_part)
+        assert len(jko) > 150 and len(contour) > 80 and len(parts) > 150, (len(jko), len(contour), len(parts))
+        assert _looks_like_particles(parts).mean() > 0.6
+        # JKO markers: near-black rings; contour lines: grey; neither in the particles' colour map
+        assert _looks_like_particles(jko).mean() < 0.2 and np.median(jko.max(1)) < 180
+        assert _looks_like_particles(contour).mean() < 0.2
+    assert len(set(notes)) == 3  # the numbers follow the frame
+
+
+def test_comparison_one_slider_moves_both_panels(server, page):
+    page.goto(f"{server}/?compare=1&steps=10&n=200&b_steps=5&b_sampler=ddim")
+    _wait_idle(page)
+    _no_errors(page)
+    assert page.evaluate(f"{PLOT}.layout.sliders.length") == 1
+    parts = page.evaluate(f"{PLOT}.data.map((t, i) => t.name === 'particles' ? i : -1).filter(i => i >= 0)")
+    assert len(parts) == 2
+
+    def positions():
+        return page.evaluate(
+            f"[{parts[0]}, {parts[1]}].map(i => Array.from(document.querySelectorAll("
+            "'.js-plotly-plot .scatterlayer .trace')[i].querySelectorAll('.point')).slice(0, 10)"
+            ".map(e => e.getAttribute('transform')).join(';'))"
+        )
+
+    before = positions()
+    rail = page.locator(".js-plotly-plot .slider-rail-rect").first.bounding_box()
+    page.mouse.click(rail["x"] + 0.75 * rail["width"], rail["y"] + rail["height"] / 2)
+    page.wait_for_function(f"{PLOT}._fullLayout.sliders[0].active > 0", timeout=CHART_TIMEOUT_MS)
+    page.wait_for_timeout(600)
+    after = positions()
+    assert before[0] != after[0] and before[1] != after[1], "the one slider moved both panels"
+    page.screenshot(path=str(ARTIFACTS / "flows_ab.png"), full_page=True)
+
+
+def test_presentation_flag_hides_the_sidebar(server, page):
+    page.goto(f"{server}/?present=1&steps=10&n=300")
+    _wait_idle(page)
+    _no_errors(page)
+    assert not page.locator('section[data-testid="stSidebar"]').is_visible()
+    assert page.locator(".js-plotly-plot").first.is_visible()
+    assert page.evaluate(f"{PLOT}.layout.font.size") == 24
+    page.screenshot(path=str(ARTIFACTS / "flows_present.png"), full_page=True)
+
+
+def test_navigation_icons_render_as_material_symbols(server, page):
+    """No page label shows a missing glyph: each icon is a Material Symbols ligature one glyph wide."""
+    page.goto(f"{server}/?steps=5&n=100")
+    _wait_idle(page)
+    icons = page.evaluate(
+        """Array.from(document.querySelectorAll('[data-testid="stSidebarNav"] a')).map(a => {
+            const i = a.querySelector('[data-testid="stIconMaterial"]');
+            if (!i) return null;
+            const r = i.getBoundingClientRect();
+            return {font: getComputedStyle(i).fontFamily, w: r.width, h: r.height, label: a.innerText};
+        })"""
+    )
+    assert len(icons) >= 5 and all(icons), icons
+    for ic in icons:
+        assert "Material Symbols" in ic["font"], ic
+        assert 0 < ic["w"] <= 1.6 * ic["h"], ic  # a ligature glyph, not its name spelled in a fallback font
+    assert page.evaluate("document.fonts.check('24px \"Material Symbols Rounded\"')")
+    page.locator('[data-testid="stSidebarNav"]').screenshot(path=str(ARTIFACTS / "navigation_icons.png"))
+
+
+def test_zoom_survives_a_settings_change(server, page):
+    page.goto(f"{server}/?steps=20&n=300")
+    _wait_idle(page)
+    box = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 80, cy - 80)
+    page.mouse.down()
+    page.mouse.move(cx, cy, steps=5)
+    page.mouse.move(cx + 80, cy + 80, steps=5)
+    page.mouse.up()
+    page.wait_for_timeout(600)
+    zoomed = page.evaluate(f"{PLOT}._fullLayout.xaxis.range")
+    _slider_left(page, "steps N", 2)
+    page.wait_for_function(f"{PLOT}.layout.title.text.includes('N=18,')", timeout=CHART_TIMEOUT_MS)
+    _wait_idle(page)
+    page.wait_for_timeout(1200)
+    after = page.evaluate(f"{PLOT}._fullLayout.xaxis.range")
+    assert abs(after[0] - zoomed[0]) < 1e-6 and abs(after[1] - zoomed[1]) < 1e-6, (zoomed, after)

@@ -22,6 +22,7 @@ import sources
 import state
 import streamlit as st
 import widgets as W
+import zoom
 
 from geoflow import animation, export, figures
 from geoflow.overlays import OVERLAYS, plot_bounds
@@ -36,6 +37,10 @@ LOOK_FOR = (
     "(Theorem 1: the same gradient flow of KL to N(0, I)); while generating, the sampler's particles "
     "come back along the same path in reverse (Theorem 2); with few steps, watch where they leave it: "
     "the W2 numbers in the chart rise above their floor."
+)
+LOOK_FOR_PLAIN = (
+    "What to look for: particles keep their colour (their starting position) along simulated paths. "
+    "Turn on the overlays 'exact marginal' and 'JKO path' to see the gradient-flow path they follow."
 )
 LOOK_FOR_AB = (
     "What to look for: both runs start from the same x_T; where the panels differ, only the sampler's "
@@ -105,7 +110,6 @@ def controls() -> Settings:
         help="B starts from the same data, x_T and Brownian path; any sampler setting may differ",
     )
     b = comparison.b_controls(PAGE, run, st.sidebar) if compare else None
-    history.panel(PAGE)
     frame = int(st.session_state.get("frame", 0))
     project = bool(state.get(PAGE, "project", False))
     chosen = tuple(o for o in OVERLAYS if o in ov)
@@ -206,7 +210,8 @@ def render(s: Settings, r: dict | None) -> None:
     fig = flow_figure(s, r)
     n_f = traj.paths.shape[0]
     st.plotly_chart(fig, theme=None, key="flow_chart", config={"displaylogo": False})
-    st.caption(LOOK_FOR)
+    gradient_flow = {"exact marginal", "JKO path"} & set(s.overlays)
+    st.caption(LOOK_FOR if gradient_flow else LOOK_FOR_PLAIN)
     if present:
         return
     step_controls(n_f, traj)
@@ -305,3 +310,6 @@ else:
     st.title("Flows: noising and generation as particles")
 state.show_notices()
 render(settings, compute(settings))
+if not presentation.presenting():
+    history.panel(PAGE)  # after the run is recorded: the list includes the one shown
+zoom.keep_zoom()

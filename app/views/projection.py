@@ -19,6 +19,7 @@ import sources
 import state
 import streamlit as st
 import widgets as W
+import zoom
 
 from geoflow import export, figures
 from geoflow.overlays import plot_bounds
@@ -251,3 +252,4 @@ else:
     st.title("Projection: predict-project against Euler-Maruyama")
 state.show_notices()
 render(settings, compute(settings))
+zoom.keep_zoom()
