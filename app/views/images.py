@@ -11,7 +11,7 @@ import torch
 import widgets as W
 
 from geoflow import figures
-from geoflow.images import IMAGE_SETS, load_image_set
+from geoflow.images import IMAGE_SETS, image_shape, load_image_set
 from geoflow.metrics import image_quality, memorisation
 from geoflow.registry import SAMPLER_NAMES, get_sampler
 from geoflow.run import RunSpec, pretrained_available, run
@@ -204,17 +204,33 @@ def quality_panel(s: Settings) -> None:
     st.image(q["pairs"], clamp=True, caption="each sample (left) beside its nearest training image (right)")
 
 
+def no_model_message(data: str) -> str:
+    """What to do for an image set whose score model is not shipped (a message, not an error)."""
+    c, h, w = image_shape(data)
+    return (
+        f"No trained score model is shipped for the **{data}** image set ({h}x{w}, "
+        f"{'colour' if c == 3 else 'grey'}) yet, so there is nothing to sample. Train one on a GPU "
+        f"with `scripts/train_gpu.sh` (or `geoflow train --data {data} --sde vp --out "
+        f"pretrained/{data}-vp.safetensors` plus a manifest entry); the page uses `{data}-vp` as soon "
+        f"as `pretrained/MANIFEST.json` lists it. The other image sets work now."
+    )
+
+
 settings = controls()
 state.sync_url()
 st.title("Images: score-based sampling of small pictures")
 state.show_notices()
-try:
-    result = compute(settings)
-except (*W.APP_ERRORS, SamplerDiverged) as e:
-    W.show_error(e)
-    st.info(
-        "The image pages use the shipped models `digits-vp`, `shapes-vp` and their classifiers "
-        "(`geoflow train --data digits`)."
-    )
+if not pretrained_available(f"{settings.run.data}-vp"):
+    st.info(no_model_message(settings.run.data), icon=":material/info:")
 else:
-    render(settings, result)
+    try:
+        result = compute(settings)
+    except (*W.APP_ERRORS, SamplerDiverged) as e:
+        W.show_error(e)
+        st.info(
+            f"The Images page uses the shipped models `{settings.run.data}-vp`, "
+            f"`{settings.run.data}-vp-proj` and `{settings.run.data}-classifier` "
+            f"(`geoflow train --data {settings.run.data}`)."
+        )
+    else:
+        render(settings, result)
