@@ -36,6 +36,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app
 
+# Chromium for the exports: PNG/SVG/GIF/MP4 are rendered by kaleido from the chart's own plotly figure
+# (about 250 MB; WITH_CHROMIUM=0 leaves it out, and the app then says that exports need it).
+ARG WITH_CHROMIUM=1
+RUN if [ "$WITH_CHROMIUM" = "1" ]; then \
+        apt-get update && apt-get install -y --no-install-recommends chromium \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
+
 RUN useradd --create-home --uid 10001 geoflow
 
 COPY --from=deps /opt/venv /opt/venv
