@@ -24,7 +24,7 @@ import widgets as W
 
 from geoflow import animation, figures
 from geoflow.overlays import plot_bounds
-from geoflow.registry import STANDARD_SAMPLERS, get_sampler
+from geoflow.registry import PREDICT_PROJECT_SAMPLERS, STANDARD_SAMPLERS, get_sampler
 from geoflow.run import RunSpec, ScoreSource, Trajectory
 
 
@@ -40,15 +40,34 @@ class Side:
     quality: dict
 
 
+B_SAMPLERS = tuple(dict.fromkeys((*STANDARD_SAMPLERS, *PREDICT_PROJECT_SAMPLERS)))
+
+
+def _reset_b_strength(page: str) -> None:
+    """A new B sampler starts from its own default strength (units differ between variants)."""
+    info = get_sampler(st.session_state[state.skey(page, "b_sampler")])
+    if info.has_strength:
+        st.session_state[state.skey(page, "b_strength")] = float(info.default_strength)  # type: ignore[arg-type]
+
+
 def b_controls(page: str, a: RunSpec, c: Any) -> RunSpec:
-    """Run B's settings (URL names ``b_sampler``, ``b_steps``...): any of them may differ from A's."""
-    names = list(STANDARD_SAMPLERS)
+    """Run B's settings (URL names ``b_sampler``, ``b_steps``...): any of them may differ from A's.
+
+    B's sampler is any standard sampler (Euler-Maruyama with the projection toggle becomes the
+    paper's predict-project) or any predict-project variant, with its T and strength.
+    """
+    names = list(B_SAMPLERS)
     c.selectbox(
         "B: sampler",
         names,
         key=state.url_state(page, "b_sampler", a.sampler if a.sampler in names else "euler_maruyama", names),
         format_func=W.label,
+        on_change=_reset_b_strength,
+        args=(page,),
     )
+    sampler = st.session_state[state.skey(page, "b_sampler")]
+    info = get_sampler(sampler)
+    variant = info.family == "predict_project"
     c.slider(
         "B: steps N", 1, W.MAX_STEPS, key=state.url_state(page, "b_steps", a.steps, lo=1, hi=W.MAX_STEPS)
     )
@@ -60,22 +79,27 @@ def b_controls(page: str, a: RunSpec, c: Any) -> RunSpec:
     proj = c.toggle(
         "B: projection step (predict-project)",
         key=state.url_state(page, "b_project", True),
+        disabled=variant,
         help="turns B's Euler-Maruyama into predict-project; other samplers ignore it",
     )
+    projected = variant or (bool(proj) and sampler == "euler_maruyama")
+    run_sampler = sampler if variant else ("predict_project" if projected else sampler)
+    run_info = get_sampler(run_sampler)
     kind = c.selectbox(
         "B: projection T",
         W.T_KINDS,
         key=state.url_state(page, "b_projection", W.T_KINDS[0], W.T_KINDS),
-        disabled=not proj,
+        disabled=not (projected and run_info.takes_projection),
     )
-    default = float(get_sampler("predict_project").default_strength)  # type: ignore[arg-type]
+    default = float(run_info.default_strength if run_info.has_strength else 1.0)  # type: ignore[arg-type]
     strength = c.number_input(
         "B: projection strength",
         0.0,
         1000.0,
         step=0.05,
-        disabled=not proj,
+        disabled=not (projected and run_info.has_strength),
         key=state.url_state(page, "b_strength", default, lo=0.0, hi=1000.0),
+        help=f"default for {run_info.label}: {default:g}",
     )
     c.selectbox(
         "B: score",
@@ -85,18 +109,44 @@ def b_controls(page: str, a: RunSpec, c: Any) -> RunSpec:
     )
     c.toggle("B: final denoising step", key=state.url_state(page, "b_final_denoise", a.final_denoise))
     g = lambda name: st.session_state[state.skey(page, f"b_{name}")]  # noqa: E731
-    sampler = g("sampler")
-    projected = bool(proj) and sampler == "euler_maruyama"
     return replace(
         a,
-        sampler="predict_project" if projected else sampler,
+        sampler=run_sampler,
         steps=int(g("steps")),
         spacing=g("spacing"),
         projection=kind,
-        strength=float(strength) if projected else None,
+        strength=float(strength) if projected and run_info.has_strength else None,
         score=g("score"),
         final_denoise=bool(g("final_denoise")),
     )
+
+
+def open_on_flows(a: RunSpec, b: RunSpec) -> None:
+    """Carry a comparison to the Flows page's A/B view (a button callback; the page reads the values)."""
+    values: dict[str, Any] = {
+        "density": a.data,
+        "score": a.score,
+        "sde": a.sde,
+        "sampler": a.sampler,
+        "steps": a.steps,
+        "spacing": a.spacing,
+        "project": False,
+        "final_denoise": a.final_denoise,
+        "seed": a.seed,
+        "n": a.n,
+        "compare": True,
+        "b_sampler": b.sampler,
+        "b_steps": b.steps,
+        "b_spacing": b.spacing,
+        "b_project": True,
+        "b_projection": b.projection if b.projection in W.T_KINDS else W.T_KINDS[0],
+        "b_strength": float(b.effective_strength() or 0.0),
+        "b_score": b.score,
+        "b_final_denoise": b.final_denoise,
+    }
+    for name, v in values.items():
+        st.session_state[f"goto.{state.skey('flows', name)}"] = v
+        st.session_state.pop(state.skey("flows", name), None)
 
 
 def compute(specs: list[tuple[str, RunSpec]], which: tuple[str, ...] = ()) -> tuple[Any, list[Side]] | None:

@@ -133,3 +133,21 @@ def test_small_multiples_and_jko_alone():
     (spec,) = animated(at)
     names = [tr.get("name", "") for tr in spec["data"]]
     assert "particles" not in names and any(n.startswith("JKO path") for n in names)
+
+
+def test_projection_page_opens_its_comparison_on_the_flows_page():
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["projection.steps"] = 4
+    at.session_state["projection.n"] = 80
+    at.switch_page("views/projection.py")
+    at.run()
+    at.sidebar.selectbox(key="projection.sampler").set_value("predict_project_langevin").run()
+    at.button(key="to_flows").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["flows.compare"] is True
+    assert at.session_state["flows.b_sampler"] == "predict_project_langevin"
+    (spec,) = animated(at)
+    text = " ".join(a["text"] for a in spec["layout"]["annotations"])
+    assert "A: Euler-Maruyama" in text and "B: " in text
+    a, b = panels_at(spec, 0)
+    np.testing.assert_array_equal(a, b)

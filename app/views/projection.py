@@ -89,6 +89,13 @@ def render(s: Settings, r: dict | None) -> None:
         st.caption("A: Euler-Maruyama, B: the projection variant, on the same x_T and Brownian path.")
         return
     comparison.quality_columns(sides)
+    if st.button(
+        "open this comparison on the Flows page (A/B with any other setting, noising frames, overlays)",
+        key="to_flows",
+        icon=":material/compare:",
+    ):
+        comparison.open_on_flows(s.base, s.proj)
+        st.switch_page("views/flows.py")
     em2, tc, qc = r["em2"]
     m = st.columns(4)
     m[0].markdown(f"**Euler-Maruyama at N = {em2.steps}** (same NFE budget)")
