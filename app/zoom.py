@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import streamlit.components.v1 as components
 
-_SCRIPT = """
+_SCRIPT = r"""
 <script>
 (function () {
   const w = window.parent;
   if (!w || w.__geoflowZoom) return;
   const store = (w.__geoflowZoom = {});
-  const RANGE = /^[xy]axis[0-9]*\\.range(\\[[01]\\])?$/;
-  const AUTO = /^[xy]axis[0-9]*\\.autorange$/;
+  const RANGE = /^[xy]axis[0-9]*\.range(\[[01]\])?$/;
+  const AUTO = /^[xy]axis[0-9]*\.autorange$/;
   function differs(gd, zoom) {
     const fl = gd._fullLayout || {};
     return Object.keys(zoom).some(function (k) {
