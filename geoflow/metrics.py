@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import ot
 import torch
 from scipy.spatial import cKDTree
 from scipy.special import digamma, gammaln
@@ -33,6 +32,19 @@ from scipy.special import digamma, gammaln
 from geoflow.images import _check_name, image_shape, load_image_set
 from geoflow.nets import Classifier
 from geoflow.validate import LIMITS
+
+
+class _LazyPOT:
+    """POT, imported on first use: its package imports scikit-learn (1-3 s), which the app's first
+    chart does not need (the W2 numbers are computed after the chart is sent)."""
+
+    def __getattr__(self, name: str):
+        import ot as pot
+
+        return getattr(pot, name)
+
+
+ot = _LazyPOT()
 
 ArrayLike = np.ndarray | torch.Tensor
 
