@@ -138,7 +138,9 @@ def url_state(
 _MD_ALWAYS = re.compile(r"([\\`*\[\]<$~])")  # links, code, emphasis, HTML / autolinks, maths, strikethrough
 _MD_EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")  # intraword _ is never emphasis
 _MD_SHORTCODE = re.compile(r":(?=[\w/])")  # :emoji: / :material/icon: / :red[...] / http://
-_MD_WWW = re.compile(r"(?i)(www)\.")  # GFM links bare www. addresses
+# GFM links bare addresses (www.x.y, http://x.y, a@b.c) in the rendered text, after escapes are
+# resolved: a zero-width space after the scheme / www / @ breaks the pattern, the text reads the same
+_MD_AUTOLINK = re.compile(r"(?i)(?:\b(?:www|https?|ftp|mailto|xmpp)(?=[.:])|@)")
 _MD_LINE_START = re.compile(r"^(\s*)([#>+\-=|]|\d+(?=[.)]))")  # headings, quotes, lists at the start
 
 
@@ -146,15 +148,16 @@ def plain(text: object) -> str:
     """Text shown literally by st.markdown / st.error / st.toast (user-given names, URL values, errors).
 
     The characters Markdown (with Streamlit's extensions) would act on are backslash-escaped, only
-    where they would act, so ordinary text reads unchanged: ``[x](http://e)`` stays text (no link,
-    bare URLs are not linked either), ``:red[...]``, ``:smile:`` and ``$...$`` stay text, ``*a*``
-    stays starred, HTML is never interpreted; newlines become spaces (one message, one line).
+    where they would act, so ordinary text reads unchanged: ``[x](http://e)`` stays text (no link;
+    bare addresses get a zero-width space so they are not linked either), ``:red[...]``,
+    ``:smile:`` and ``$...$`` stay text, ``*a*`` stays starred, HTML is never interpreted; newlines
+    become spaces (one message, one line).
     """
     out = " ".join(str(text).split())
+    out = _MD_AUTOLINK.sub(lambda m: m.group(0) + "\u200b", out)
     out = _MD_ALWAYS.sub(lambda m: "\\" + m.group(1), out)
     out = _MD_EDGE_UNDERSCORE.sub(lambda m: "\\_", out)
     out = _MD_SHORTCODE.sub(lambda m: "\\:", out)
-    out = _MD_WWW.sub(lambda m: m.group(1) + "\\.", out)
     m = _MD_LINE_START.match(out)
     if m:
         lead, mark = m.group(1), m.group(2)

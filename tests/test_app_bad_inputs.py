@@ -210,13 +210,15 @@ def test_bad_url_value_names_the_value_used(page, params, expect, used):
 def test_notices_are_plain_text():
     """A value that is Markdown (a link, a directive, maths, an icon, HTML, a bare URL) is shown literally."""
     cases = {  # what was typed -> how it must reach st.warning / st.toast (every active mark escaped)
-        "[x](http://e)": "\\[x\\](http\\://e)",
+        "[x](http://e)": "\\[x\\](http\u200b\\://e)",
         ":red[big]": "\\:red\\[big\\]",
         "$x^2$": "\\$x^2\\$",
         ":material/home:": "\\:material/home:",
         "<b>hi</b>": "\\<b>hi\\</b>",
         "**bold**": "\\*\\*bold\\*\\*",
-        "www.e.com": "www\\.e.com",
+        "www.e.com": "www\u200b.e.com",
+        "http://e.com": "http\u200b\\://e.com",
+        "a@b.com": "a@\u200bb.com",
         "`code`": "\\`code\\`",
     }
     for raw, escaped in cases.items():
