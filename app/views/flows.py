@@ -11,7 +11,7 @@ session's recent runs (:mod:`history`).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cache
 import comparison
@@ -65,16 +65,7 @@ def controls() -> Settings:
     st.sidebar.header("Flow settings")
     run = W.run_controls(PAGE)
     st.sidebar.header("Overlays")
-    key = state.skey(PAGE, "overlays")
-    if key not in st.session_state:  # from the URL: a comma-separated list
-        raw = st.query_params.get("overlays", "")
-        asked = [o for o in raw.split(",") if o]
-        bad = [o for o in asked if o not in OVERLAYS]
-        if bad:
-            state.notice(
-                f"URL setting overlays: unknown {', '.join(bad)!s} ignored; valid: {', '.join(OVERLAYS)}"
-            )
-        st.session_state[key] = [o for o in asked if o in OVERLAYS]
+    key = state.url_list_state(PAGE, "overlays", OVERLAYS)  # from the URL: a comma-separated list
     ov = st.sidebar.multiselect(
         "draw with the particles",
         OVERLAYS,
@@ -155,6 +146,15 @@ def compute(s: Settings) -> dict | None:
         "notes": notes,
         "agreement": agreement,
     }
+
+
+def toggled_spec(s: Settings) -> RunSpec | None:
+    """The run the projection toggle would show next (for the idle-time prefetch), if it changes the run."""
+    if s.run.sampler == "predict_project":
+        return replace(s.run, sampler="euler_maruyama", strength=None)
+    if s.run.sampler == "euler_maruyama":
+        return replace(s.run, sampler="predict_project", strength=float(state.get(PAGE, "strength", 1.0)))
+    return None
 
 
 def flow_figure(s: Settings, r: dict) -> figures.AnimatedFigure:
@@ -313,3 +313,4 @@ render(settings, compute(settings))
 if not presentation.presenting():
     history.panel(PAGE)  # after the run is recorded: the list includes the one shown
 zoom.keep_zoom()
+cache.prefetch_view(PAGE, settings.run, toggled_spec(settings))

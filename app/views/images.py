@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import cache
 import numpy as np
 import state
 import streamlit as st
@@ -14,7 +15,7 @@ from geoflow import figures
 from geoflow.images import IMAGE_SETS, image_shape, load_image_set
 from geoflow.metrics import image_quality, memorisation
 from geoflow.registry import SAMPLER_NAMES, get_sampler
-from geoflow.run import RunSpec, pretrained_available, run
+from geoflow.run import RunSpec, pretrained_available, pretrained_problem, run
 from geoflow.samplers import SamplerDiverged
 
 PAGE = "images"
@@ -70,8 +71,12 @@ def controls() -> Settings:
     return Settings(spec)
 
 
-@st.cache_data(max_entries=16, show_spinner="sampling images ...")
 def compute(s: Settings) -> dict:
+    """The grid's run and its PCA path, in the byte-budgeted run cache shared by every session."""
+    return cache.cached(("images", s), lambda: _compute(s), "sampling images ...")
+
+
+def _compute(s: Settings) -> dict:
     traj = run(s.run)
     states = traj.paths.reshape(traj.paths.shape[0], traj.paths.shape[1], -1)  # (F, k, D)
     flat = states.reshape(-1, states.shape[-1])
@@ -221,7 +226,11 @@ state.sync_url()
 st.title("Images: score-based sampling of small pictures")
 state.show_notices()
 if not pretrained_available(f"{settings.run.data}-vp"):
-    st.info(no_model_message(settings.run.data), icon=":material/info:")
+    problem = pretrained_problem(f"{settings.run.data}-vp")
+    if "not shipped" in problem:
+        st.info(no_model_message(settings.run.data), icon=":material/info:")
+    else:  # a corrupt or mismatched file: this model is unavailable, the rest of the app works
+        st.error(state.plain(f"The shipped model is unavailable: {problem}"), icon=":material/error:")
 else:
     try:
         result = compute(settings)
