@@ -38,9 +38,22 @@ _SCRIPT = r"""
     const zoom = rev && store[rev];
     if (zoom && w.Plotly && differs(gd, zoom)) w.Plotly.relayout(gd, Object.assign({}, zoom));
   }
+  function remember(gd) {
+    // a zoom made before this script was loaded: plotly lists the edited axes in _preGUI
+    const rev = String((gd.layout && gd.layout.uirevision) || "");
+    const pre = (gd._fullLayout && gd._fullLayout._preGUI) || {};
+    const fl = gd._fullLayout || {};
+    for (const k of Object.keys(pre)) {
+      const m = k.match(/^([xy]axis[0-9]*)\.range/);
+      if (rev && m && fl[m[1]] && fl[m[1]].range) {
+        store[rev] = Object.assign(store[rev] || {}, { [m[1] + ".range"]: fl[m[1]].range.slice() });
+      }
+    }
+  }
   function hook(gd) {
     if (gd.__geoflowZoomHooked || !gd.on || !gd.layout) return;
     gd.__geoflowZoomHooked = true;
+    remember(gd);
     restore(gd);
     // Streamlit may redraw the new chart once more (Plotly.react with its own ranges): restore after it
     gd.on("plotly_afterplot", function () { restore(gd); });
