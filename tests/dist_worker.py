@@ -50,6 +50,7 @@ def main(mode: str, out: Path) -> None:
         {k: v.contiguous() for k, v in model.state_dict().items()}, str(out / f"rank{ctx.rank}.safetensors")
     )
     distributed.shutdown(ctx)
+    distributed.leave(ctx, 0)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,8 @@ def cmd_train_projection(args: argparse.Namespace) -> int:
     out = check_output_path(args.out, (".safetensors",))
     threads()
     with distributed.job(args.device) as ddp:  # None without torchrun: single-process
-        return _train_projection(args, out, ddp)
+        code = _train_projection(args, out, ddp)
+    return distributed.leave(ddp, code)  # a finished rank ends here (see distributed.leave)
 
 
 def _train_projection(args: argparse.Namespace, out: Path, ddp: distributed.DistContext | None) -> int:
