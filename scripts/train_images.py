@@ -39,7 +39,7 @@ def evaluate(name: str, model, proj=None) -> dict:
     """Fréchet distance (EM N=1000, DPM N=20, predict-project N=20) and memorisation of a model."""
     clf = load_pretrained(f"{name}-classifier")
     src = model_source(model, f"train:{name}", name, proj)
-    out: dict = {}
+    out: dict = {"n_samples": N_EVAL}
     cases = [("euler_maruyama", 1000), ("dpm_solver_pp_2m", 20), ("euler_maruyama", 20)]
     if proj is not None:
         cases.append(("predict_project", 20))

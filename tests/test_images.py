@@ -157,4 +157,8 @@ def test_shipped_score_model_matches_manifest(name):
     assert model.sde == VPSDE()
     q = entry["quality"]
     assert q["n_samples"] >= 1000 and entry["floor"] == q["floor"]
-    assert f"--data {name}" in entry["command"]
+    runs = {k: v for k, v in q.items() if isinstance(v, dict) and "frechet" in v}
+    assert "euler_maruyama N=1000" in runs  # the reference of method.md section 4
+    assert all(math.isfinite(v["frechet"]) and v["frechet"] > q["floor"] for v in runs.values())
+    assert q["memorisation"]["memorises"] is False  # a copying model is not shipped
+    assert f"train_images.py {name}" in entry["command"] or f"--data {name}" in entry["command"]
