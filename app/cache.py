@@ -25,19 +25,24 @@ from typing import Any
 import numpy as np
 import serving
 import streamlit as st
+import training
 
 from geoflow import overlays, run
 from geoflow.densities import Density, get_density
 
 RUN_CACHE_MB = float(os.environ.get("GEOFLOW_RUN_CACHE_MB", "384"))
 RUNS = serving.ByteLRU(int(RUN_CACHE_MB * 2**20))
-INTERACTIVE = serving.WorkQueue(min(4, os.cpu_count() or 2), "sampler runs")
-HEAVY = serving.WorkQueue(1, "overlays and metrics")
+# poll_calls: a waiting run updates its "queued" box every poll, and Streamlit stops a script at such a
+# call when its user has already changed the setting again: a stale request leaves the queue
+INTERACTIVE = serving.WorkQueue(min(4, os.cpu_count() or 2), "sampler runs", poll_calls=True)
+HEAVY = serving.WorkQueue(1, "overlays and metrics", poll_calls=True)
 HEAVY_OVERLAYS = ("JKO path", "W2 geodesic", "warped grid")
-BUSY_SIGNALS: list[Any] = [HEAVY.busy]  # training adds its own (app/training.py)
+# every page run of every session (slots unbounded: a counter): the server is idle when none runs
+PAGE_RUNS = serving.WorkQueue(1 << 30, "page runs")
+BUSY_SIGNALS: list[Any] = [INTERACTIVE.busy, HEAVY.busy, training.active]  # a training runs or waits
 PREFETCH = serving.Prefetcher(
     RUNS,
-    INTERACTIVE,
+    PAGE_RUNS,
     others=[lambda: any(f() for f in BUSY_SIGNALS)],
     enabled=os.environ.get("GEOFLOW_PREFETCH", "1") != "0",
 )

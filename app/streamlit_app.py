@@ -41,7 +41,8 @@ pg = st.navigation(PAGES)
 t0 = time.perf_counter()
 cache.log_timing(what="page start", page=pg.title, since_script_start_ms=1000 * (t0 - T_START))
 try:
-    pg.run()
+    with cache.PAGE_RUNS.slot():  # the idle-time prefetch gives way while any page runs
+        pg.run()
 except ScriptControlException:  # st.rerun / st.switch_page / st.stop: Streamlit's own control flow
     raise
 except Exception as e:  # noqa: BLE001 - the page boundary: a readable message, never a traceback

@@ -231,15 +231,15 @@ def browser_configs(
         ("shipped (prefetch on)", ROOT, {}),
         ("prefetch off", ROOT, {"GEOFLOW_PREFETCH": "0"}),
     ]
-    if baseline is not None:
-        configs.append((f"baseline {baseline.name}", baseline, {}))
+    if baseline is not None:  # its own geoflow first on the path (the venv's editable install is this tree)
+        configs.append((f"baseline {baseline.name}", baseline, {"PYTHONPATH": str(baseline)}))
     out: dict[str, list] = {}
     loads: dict[str, float] = {}
     for name, root, env in configs:
         log(f"{name}: serving {root}")
         loads[name] = os.getloadavg()[0]
         with B.serve(root, env) as srv, B.browser(1) as pages:
-            tab = B.Tab(pages[0], srv if root == ROOT else None)
+            tab = B.Tab(pages[0], srv, read_log=root == ROOT)
             flows_walk(tab, pause, log, k)
             out[name] = summarise(tab.changes)
     return out, loads

@@ -10,6 +10,7 @@ with the slider). ``geoflow.figures`` turns an :class:`Overlay` into a plotly tr
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -483,24 +484,34 @@ def frame_agreement(
     return {**out, "fe_exact_t": fe_t, "fe_exact": fe_exact, "n_eval": m}
 
 
+@functools.lru_cache(maxsize=32)
+def _quality_floors(density: Density, seed: int, m: int) -> tuple[np.ndarray, float, float]:
+    """The reference sample of :func:`final_quality` and its floors, which depend only on
+    (density, seed, m): computed once, not for every sampler, step count and projection setting."""
+    data_a = density.sample(m, generator(seed, 31)).numpy()
+    data_b = density.sample(m, generator(seed, 32)).numpy()
+    kl_floor = float("nan")
+    if isinstance(density, GaussianMixture):
+        try:
+            kl_floor = metrics.kl_knn(data_a, density.log_prob)
+        except ValueError:
+            pass
+    data_a.setflags(write=False)
+    return data_a, metrics.exact_w2(data_a, data_b), kl_floor
+
+
 def final_quality(spec: RunSpec, density: Density, final: np.ndarray, diverged: bool) -> dict:
     """KL (k-NN, mixtures) and exact W2 to data of final 2-D samples, with their floors."""
     m = final.shape[0]
-    data_a = density.sample(m, generator(spec.seed, 31)).numpy()
-    data_b = density.sample(m, generator(spec.seed, 32)).numpy()
-    out = {
-        "w2": float("nan"),
-        "w2_floor": metrics.exact_w2(data_a, data_b),
-        "kl": float("nan"),
-        "kl_floor": float("nan"),
-    }
+    data_a, w2_floor, kl_floor = _quality_floors(density, spec.seed, m)
+    out = {"w2": float("nan"), "w2_floor": w2_floor, "kl": float("nan"), "kl_floor": float("nan")}
     if diverged or not np.all(np.isfinite(final)):
         return out
     out["w2"] = metrics.exact_w2(final.astype(np.float64), data_a)
     if isinstance(density, GaussianMixture):
         try:
             out["kl"] = metrics.kl_knn(final, density.log_prob)
-            out["kl_floor"] = metrics.kl_knn(data_a, density.log_prob)
+            out["kl_floor"] = kl_floor
         except ValueError:
             pass
     return out
