@@ -39,6 +39,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Chromium for the exports: PNG/SVG/GIF/MP4 are rendered by kaleido from the chart's own plotly figure
 # (about 250 MB; WITH_CHROMIUM=0 leaves it out, and the app then says that exports need it).
 ARG WITH_CHROMIUM=1
+# Debian's chromium version moves with the security archive; a pin would break the build within weeks
+# hadolint ignore=DL3008
 RUN if [ "$WITH_CHROMIUM" = "1" ]; then \
         apt-get update && apt-get install -y --no-install-recommends chromium \
         && rm -rf /var/lib/apt/lists/*; \
