@@ -43,7 +43,9 @@ def _assert_ok(r: subprocess.CompletedProcess) -> None:
     assert r.returncode == 0, f"torchrun failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
 
 
-@pytest.fixture(scope="module")
+# session scope: the xdist group interleaves this module with test_train_gpu.py, and a module
+# fixture would be torn down and rerun (a 2-process job) when the worker comes back
+@pytest.fixture(scope="session")
 def two_rank_run(tmp_path_factory) -> dict[int, dict[str, torch.Tensor]]:
     out = tmp_path_factory.mktemp("ddp")
     _assert_ok(torchrun(str(ROOT / "tests" / "dist_worker.py"), "train", str(out)))
