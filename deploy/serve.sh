@@ -45,6 +45,7 @@ BASE_PORT="${BASE_PORT:-$((PORT + 1))}"
 is_uint "$BASE_PORT" && [ "$((BASE_PORT + K - 1))" -le 65535 ] || die "--base-port $BASE_PORT leaves no room for $K replicas"
 is_uint "$MAX_SECONDS" || die "--max-seconds must be a whole number of seconds, got $MAX_SECONDS"
 [ -x "$STREAMLIT" ] || die "no streamlit at $STREAMLIT (run 'make setup', or pass --streamlit)"
+STREAMLIT="$(cd "$(dirname "$STREAMLIT")" && pwd)/$(basename "$STREAMLIT")"  # absolute: we cd below
 
 # --------------------------------------------------------------------------- nginx
 find_nginx() { command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true; }
