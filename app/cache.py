@@ -139,6 +139,52 @@ def cached(key: tuple, compute, spinner: str | None = None) -> Any:
     return value
 
 
+def _install_figure_json() -> None:
+    """Let ``plotly.io.to_json`` (what st.plotly_chart calls) return a figure's JSON made once.
+
+    Only figures from :func:`figure` carry it; any other figure is encoded as before.
+    """
+    import plotly.io as pio
+
+    if getattr(pio.to_json, "_geoflow", False):
+        return
+    original = pio.to_json
+
+    def to_json(fig, *args, **kwargs):
+        made = getattr(fig, "_geoflow_json", None)
+        if made is not None and not args and set(kwargs) <= {"validate"}:
+            return made
+        return original(fig, *args, **kwargs)
+
+    to_json._geoflow = True  # type: ignore[attr-defined]
+    to_json._original = original  # type: ignore[attr-defined]
+    pio.to_json = to_json
+
+
+def figure(key: tuple, build) -> Any:
+    """A built animated figure and its JSON, shared by every session whose view has the same ``key``.
+
+    A class following the teacher has one view: the figure is built and serialised once, not once
+    per session (about 30 ms of the server's one interpreter each). ``key`` must hold everything the
+    figure depends on (the page's settings *as values*: a class defined in a page script is a new
+    class at every run, so its instances never compare equal; the density's and score's keys, the
+    display style). An
+    ``AnimatedFigure`` is never changed after it is built (its ``to_dict`` is its raw content), so
+    the JSON stays its own.
+    """
+    import plotly.io as pio
+
+    _install_figure_json()
+
+    def make() -> Any:
+        fig = build()
+        fig._geoflow_json = pio.to_json._original(fig, validate=False)  # type: ignore[attr-defined]
+        return fig
+
+    value, _ = RUNS.get_or_compute(("figure", *key), make, size=lambda f: 2 * len(f._geoflow_json))
+    return value
+
+
 def overlay_arrays(
     which: tuple[str, ...],
     spec: run.RunSpec,

@@ -157,6 +157,7 @@ class ByteLRU:
         *,
         prefetched: bool = False,
         admit: Callable[[], Any] | None = None,
+        size: Callable[[Any], int] | None = None,
     ) -> tuple[Any, str]:
         """The value of ``key``: stored, being computed by another caller (waited for), or computed.
 
@@ -164,6 +165,7 @@ class ByteLRU:
             compute: makes the value (its arrays are frozen before it is shared).
             prefetched: the caller is the background prefetcher (counts the later first hit).
             admit: a context manager factory (a :class:`WorkQueue` slot) entered around ``compute``.
+            size: the value's bytes (default :func:`nbytes`).
 
         Returns:
             ``(value, how)`` with how ``hit``, ``shared`` or ``miss``.
@@ -191,7 +193,7 @@ class ByteLRU:
                         value = freeze(compute())
                 else:
                     value = freeze(compute())
-                self.put(key, value, prefetched=prefetched)
+                self.put(key, value, None if size is None else size(value), prefetched=prefetched)
                 with self._lock:
                     self.stats.misses += 1
                 return value, "miss"

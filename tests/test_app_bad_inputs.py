@@ -313,12 +313,12 @@ def test_a_name_with_markup_is_shown_as_plain_text():
 # --------------------------------------------------------------------------- faults
 def test_an_exception_inside_a_page_is_caught_at_the_boundary(monkeypatch):
     monkeypatch.setenv("GEOFLOW_STRICT_PAGES", "0")
-    import geoflow.overlays as ov
+    import sources
 
     def broken(*a, **k):
         raise ZeroDivisionError("an internal slip")
 
-    monkeypatch.setattr(ov, "plot_bounds", broken)
+    monkeypatch.setattr(sources, "density_key", broken)  # called by every run of the page
     at = open_page("flows", SMALL["flows"])
     assert not at.exception
     assert any("internal problem" in e.value and "an internal slip" in e.value for e in at.error)

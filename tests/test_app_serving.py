@@ -100,6 +100,41 @@ def test_revisit_is_served_from_cache_without_the_sampler(counted, monkeypatch):
     assert "N=5," in title(other) and len(counted) == n_calls
 
 
+def test_sessions_with_the_same_view_share_one_built_figure(counted, monkeypatch):
+    """A class following the teacher: the figure is built and serialised once, not per session."""
+    import geoflow.animation as animation
+
+    monkeypatch.setattr(cache.PREFETCH, "enabled", False)
+    builds = []
+    real = animation.flow_animation
+
+    def counting(*a, **k):
+        builds.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(animation, "flow_animation", counting)
+    a = flows({"steps": 4, "n": 80, "seed": 3})
+    b = flows({"steps": 4, "n": 80, "seed": 3})
+    assert len(builds) == 1
+    assert a.get("plotly_chart")[0].proto.spec == b.get("plotly_chart")[0].proto.spec
+    c = flows({"steps": 4, "n": 80, "seed": 4})  # another view: its own figure
+    assert len(builds) == 2 and "N=4," in title(c)
+    assert c.get("plotly_chart")[0].proto.spec != a.get("plotly_chart")[0].proto.spec
+
+
+def test_the_images_page_revisit_is_served_from_cache(counted):
+    if not run_api.pretrained_available("digits-vp"):
+        pytest.skip("needs the shipped digits-vp model")
+    for _ in range(2):
+        at = AppTest.from_file(APP, default_timeout=300)
+        at.query_params["img_steps"] = "3"
+        at.query_params["img_n"] = "16"
+        at.switch_page("views/images.py")
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+    assert [s for _, s in counted] == [3]  # the second session's page did not sample again
+
+
 def test_idle_prefetch_computes_the_next_step_count(counted, monkeypatch):
     monkeypatch.setattr(cache.PREFETCH, "enabled", True)
     monkeypatch.setattr(cache.PREFETCH, "idle_s", 0.0)

@@ -10,6 +10,7 @@ session's recent runs (:mod:`history`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, replace
 
@@ -207,7 +208,10 @@ def render(s: Settings, r: dict | None) -> None:
             f"{info.label} is meant for the {'/'.join(x.upper() for x in info.sdes)} SDE; on "
             f"{src.sde.name.upper()} it runs but is not the standard pairing."
         )
-    fig = flow_figure(s, r)
+    style = tuple(sorted(presentation.figure_style().items()))
+    # by value: Settings is redefined at every script run, so its instances never compare equal
+    key = ("flows", dataclasses.astuple(s), sources.density_key(s.run.data), src.key, style)
+    fig = cache.figure(key, lambda: flow_figure(s, r))  # built and serialised once for every session
     n_f = traj.paths.shape[0]
     st.plotly_chart(fig, theme=None, key="flow_chart", config={"displaylogo": False})
     gradient_flow = {"exact marginal", "JKO path"} & set(s.overlays)

@@ -73,7 +73,8 @@ def controls() -> Settings:
 
 def compute(s: Settings) -> dict:
     """The grid's run and its PCA path, in the byte-budgeted run cache shared by every session."""
-    return cache.cached(("images", s), lambda: _compute(s), "sampling images ...")
+    # keyed by the RunSpec: this page's Settings class is redefined at every script run
+    return cache.cached(("images", s.run), lambda: _compute(s), "sampling images ...")
 
 
 def _compute(s: Settings) -> dict:
