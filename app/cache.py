@@ -8,8 +8,8 @@ Runs and overlays (megabytes each) live in one byte-budgeted LRU (:class:`servin
 copy per rerun, unlike ``st.cache_data``), and the worst mix of settings cannot grow the server past
 the budget. Sampler runs are admitted through a first-come-first-served queue with one slot per
 core (:data:`INTERACTIVE`); overlays that take seconds (JKO, the W2 geodesic) and the path metrics
-through a one-slot queue of their own (:data:`HEAVY`), so they never hold up step changes. Small
-results (numbers) stay in ``st.cache_data``.
+through a one-slot queue of their own (:data:`HEAVY`), so they never hold up step changes; so do
+the exact-W2 numbers of a run (they are computed after its chart is sent).
 """
 
 from __future__ import annotations
@@ -207,27 +207,25 @@ def overlay_arrays(
     return value
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def _path_metrics(
-    spec: run.RunSpec, density_key: str, source_key: str, _density: Density, _source: run.ScoreSource, _traj
-) -> dict:
-    with _admit(HEAVY, "metric jobs", "W2 and free energy along the path ...")():
-        return overlays.path_metrics(spec, _source.sde, _density, _traj)
+def _heavy(key: tuple, compute, spinner: str | None) -> Any:
+    """A number-sized result made in the one-slot heavy queue (waiting there is shown as "queued").
+
+    Kept in the run cache, not ``st.cache_data``: Streamlit replays the elements a cached function
+    creates (the "queued" box) on later hits.
+    """
+    value, _ = RUNS.get_or_compute(key, compute, admit=_admit(HEAVY, "metric jobs", spinner))
+    return value
 
 
 def path_metrics(
     spec: run.RunSpec, density_key: str, source_key: str, _density: Density, _source: run.ScoreSource, _traj
 ) -> dict:
     """Cached :func:`geoflow.overlays.path_metrics` (queued behind other heavy work)."""
-    return _path_metrics(spec, density_key, source_key, _density, _source, _traj)
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def _frame_agreement(
-    spec: run.RunSpec, density_key: str, source_key: str, with_jko: bool, _density: Density, _sde, _traj, _jko
-) -> dict:
-    with _admit(HEAVY, "metric jobs", "W2 to the JKO path and to p_t at every frame ...")():
-        return overlays.frame_agreement(spec, _sde, _density, _traj, _jko)
+    return _heavy(
+        ("path metrics", spec, density_key, source_key),
+        lambda: overlays.path_metrics(spec, _source.sde, _density, _traj),
+        "W2 and free energy along the path ...",
+    )
 
 
 def frame_agreement(
@@ -240,11 +238,13 @@ def frame_agreement(
     _jko: np.ndarray | None,
 ) -> dict:
     """Cached :func:`geoflow.overlays.frame_agreement` (``_jko``: the JKO overlay's particles or None)."""
-    has_jko = _jko is not None
-    return _frame_agreement(spec, density_key, source_key, has_jko, _density, _source.sde, _traj, _jko)
+    return _heavy(
+        ("frame agreement", spec, density_key, source_key, _jko is not None),
+        lambda: overlays.frame_agreement(spec, _source.sde, _density, _traj, _jko),
+        "W2 to the JKO path and to p_t at every frame ...",
+    )
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
 def final_quality(
     spec: run.RunSpec,
     density_key: str,
@@ -253,8 +253,17 @@ def final_quality(
     _final: np.ndarray,
     diverged: bool,
 ) -> dict:
-    """Cached :func:`geoflow.overlays.final_quality` of a run's final samples."""
-    return overlays.final_quality(spec, _density, _final, diverged)
+    """Cached :func:`geoflow.overlays.final_quality` of a run's final samples.
+
+    Exact W2 at n = 1000 costs about as much as the run itself, so it waits in the one-slot heavy
+    queue: under load the numbers come a little later (the chart is already drawn), and a session
+    that has moved on leaves the queue instead of computing numbers nobody will see.
+    """
+    return _heavy(
+        ("final quality", spec, density_key, source_key, diverged),
+        lambda: overlays.final_quality(spec, _density, _final, diverged),
+        None,
+    )
 
 
 def prefetch(

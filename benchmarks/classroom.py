@@ -176,6 +176,12 @@ async def browser_student(ctx, url: str, i: int, sc: Scenario, stop_at: float, t
                 sc.add("browser", None, False, f"no redraw to N={steps}: {type(e).__name__}")
                 continue
             gf = await page.evaluate("window.__gf")
+            try:  # the checks below read the whole page: wait for its script run to finish
+                await page.wait_for_function(
+                    "!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
+                )
+            except Exception:  # noqa: BLE001 - still running: check what is there
+                pass
             errors = await page.locator(
                 '[data-testid="stException"], [data-testid="stAlertContentError"]'
             ).count()
