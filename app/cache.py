@@ -4,7 +4,7 @@ Keys are the frozen specs plus the density's and score's identities (``density_k
 ``source.key``); the objects themselves are passed with a leading underscore (not part of the key).
 
 Runs and overlays (megabytes each) live in one byte-budgeted LRU (:class:`serving.ByteLRU`,
-``GEOFLOW_RUN_CACHE_MB``, default 384 MB): a hit hands back the shared, read-only object (no pickle
+``GEOFLOW_RUN_CACHE_MB``, default 256 MB): a hit hands back the shared, read-only object (no pickle
 copy per rerun, unlike ``st.cache_data``), and the worst mix of settings cannot grow the server past
 the budget. Sampler runs are admitted through a first-come-first-served queue with one slot per
 core (:data:`INTERACTIVE`); overlays that take seconds (JKO, the W2 geodesic) and the path metrics
@@ -30,7 +30,7 @@ import training
 from geoflow import overlays, run
 from geoflow.densities import Density, get_density
 
-RUN_CACHE_MB = float(os.environ.get("GEOFLOW_RUN_CACHE_MB", "384"))
+RUN_CACHE_MB = float(os.environ.get("GEOFLOW_RUN_CACHE_MB", "256"))
 RUNS = serving.ByteLRU(int(RUN_CACHE_MB * 2**20))
 # poll_calls: a waiting run updates its "queued" box every poll, and Streamlit stops a script at such a
 # call when its user has already changed the setting again: a stale request leaves the queue

@@ -185,14 +185,10 @@ async def browser_student(ctx, url: str, i: int, sc: Scenario, stop_at: float, t
             errors = await page.locator(
                 '[data-testid="stException"], [data-testid="stAlertContentError"]'
             ).count()
-            seen_seed = await page.get_by_text(f"(seed {seed})").count()
-            ok = errors == 0 and seen_seed > 0
-            sc.add(
-                "browser",
-                gf["done"] - gf["input"],
-                ok,
-                "" if ok else f"errors {errors}, seed shown {seen_seed}",
-            )
+            own = f"seed={seed}" in page.url  # the session's own settings, as synced into its link
+            ok = errors == 0 and own
+            why = "" if ok else f"errors {errors}, own seed in its URL {own}"
+            sc.add("browser", gf["done"] - gf["input"], ok, why)
     except Exception as e:  # noqa: BLE001
         sc.add("browser", None, False, f"{type(e).__name__}: {e}"[:200])
     finally:

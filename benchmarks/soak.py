@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
             "One server on 127.0.0.1, each load a new session (light websocket client) that opens a link "
             f"and closes; loads one after another. Load average {load0[0]:.1f} at the start, "
             f"{load1[0]:.1f} at the end. Run cache budget: "
-            f"{os.environ.get('GEOFLOW_RUN_CACHE_MB', '384')} MB (GEOFLOW_RUN_CACHE_MB).",
+            f"{os.environ.get('GEOFLOW_RUN_CACHE_MB', '256')} MB (GEOFLOW_RUN_CACHE_MB).",
             md_table(
                 ["phase", "loads", "time s", "RSS at the end MB", "peak RSS MB", "target", "met"],
                 [
