@@ -20,6 +20,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from geoflow.atomic import atomic_write
+from geoflow.score import PARAMS as SCORE_PARAMS
 from geoflow.validate import LIMITS, InputError, check_net_config, fmt_bytes, json_type, load_json, one_line
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
@@ -163,6 +164,10 @@ def check_config(cfg: dict, name: str = "checkpoint") -> None:
             raise CheckpointError(
                 f"{name}: meta shape {shape} does not match its network (input shape {want})"
             )
+    if kind == "score" and cfg.get("param", "eps") not in SCORE_PARAMS:
+        raise CheckpointError(
+            f"{name}: unknown score parametrization {cfg['param']!r}; valid: {', '.join(SCORE_PARAMS)}"
+        )
     if kind == "projection":
         n = cfg.get("n_steps")
         if n is not None and not (

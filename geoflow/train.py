@@ -7,6 +7,7 @@ DSM objective (eps parametrization): ``t ~ U(t_min, T)``, ``x_t = alpha(t) x_0 +
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -192,13 +193,43 @@ def sample_train_times(sde: SDE, n: int, g: torch.Generator) -> torch.Tensor:
     return torch.where(pick, uniform, log_uniform)
 
 
+# EDM's training noise levels (Karras et al. 2022): log sigma~ ~ N(P_MEAN, P_STD^2) in the scaled
+# variables sigma~ = sigma / alpha; EDM_UNIFORM of each batch keeps sample_train_times' coverage
+EDM_P_MEAN, EDM_P_STD, EDM_UNIFORM = -1.2, 1.2, 0.2
+
+
+def edm_train_times(sde: SDE, n: int, g: torch.Generator) -> torch.Tensor:
+    """Training times (n,), float64, for the ``"edm"`` parametrization.
+
+    ``log sigma~ ~ N(-1.2, 1.2^2)`` mapped to t through the log-SNR ``lambda = -log sigma~``
+    (clipped to [t_min, T]); a fraction ``EDM_UNIFORM`` comes from :func:`sample_train_times`, so
+    the largest and smallest noise levels, which the samplers visit, are still trained.
+    """
+    log_sig = EDM_P_MEAN + EDM_P_STD * torch.randn(n, generator=g, dtype=torch.float64)
+    lam = (-log_sig).clamp(float(sde.log_snr(sde.T)), float(sde.log_snr(sde.t_min)))
+    t = sde.t_from_log_snr(lam).clamp(sde.t_min, sde.T)
+    pick = torch.rand(n, generator=g) < EDM_UNIFORM
+    return torch.where(pick, sample_train_times(sde, n, g), t)
+
+
 def dsm_loss(model: ScoreModel, x0: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """One minibatch of the denoising score matching loss (eps-prediction, see sample_train_times)."""
+    """One minibatch of the denoising score matching loss.
+
+    ``"eps"`` models: ``|eps_hat - z|^2`` at :func:`sample_train_times`. ``"edm"`` models: EDM's
+    weighting ``|D - x_0|^2 / c_out^2 = (1 + sigma~^2 / s_data^2) |eps_hat - z|^2`` (a unit-variance
+    target for the network at every noise level) at :func:`edm_train_times`. Any positive
+    weighting keeps the true score as the optimum. Both are divided by the dimension.
+    """
     sde = model.sde
-    t = sample_train_times(sde, x0.shape[0], g)
+    edm = model.param == "edm"
+    t = (edm_train_times if edm else sample_train_times)(sde, x0.shape[0], g).to(x0.device)
     z = torch.randn(x0.shape, generator=g).to(x0.device, x0.dtype)
-    eps = model.eps(sde.marginal_sample(x0, t.to(x0.device), noise=z), t.to(x0.device))
-    return ((eps - z) ** 2).flatten(1).sum(1).mean() / x0[0].numel()
+    eps = model.eps(sde.marginal_sample(x0, t, noise=z), t)
+    per = ((eps - z) ** 2).flatten(1).sum(1)
+    if edm:
+        st2 = (sde.sigma(t) / sde.alpha(t)) ** 2
+        per = per * (1.0 + st2 / model.data_std**2).to(per.dtype)
+    return per.mean() / x0[0].numel()
 
 
 def train_score(
@@ -293,11 +324,13 @@ def new_projection_model(
 ) -> ProjectionModel:
     """A fresh T network for ``score_model`` (same architecture unless ``net_cfg`` is given).
 
-    With ``warm_start`` and a matching architecture, T's network starts from the score network's.
+    With ``warm_start``, a matching architecture and an eps-predicting score network, T's network
+    starts from the score network's (its output then starts as the eps-prediction; an ``"edm"``
+    network's raw output is not one).
     """
     cfg = net_cfg if net_cfg is not None else net_config(score_model.net)
     net = build_net(dict(cfg))
-    if warm_start and cfg == net_config(score_model.net):
+    if warm_start and score_model.param == "eps" and cfg == net_config(score_model.net):
         net.load_state_dict(score_model.net.state_dict())
     return ProjectionModel(
         net,
@@ -383,16 +416,22 @@ def image_unet_config(name: str) -> UNetConfig:
     return UNetConfig(in_ch=c, image_size=h, base_ch=12, ch_mult=(1, 2, 4), groups=4)
 
 
-def make_image_score_model(name: str, sde: SDE, seed: int = 0) -> ScoreModel:
-    """A fresh (untrained) eps-prediction score model for an image set.
+def make_image_score_model(
+    name: str, sde: SDE, seed: int = 0, param: str = "eps", base_ch: int | None = None
+) -> ScoreModel:
+    """A fresh (untrained) score model for an image set.
 
     ``data_std`` is the pixel standard deviation of the training split; ``meta`` records the set's
-    name and image shape; ``seed`` fixes the initial weights.
+    name and image shape; ``seed`` fixes the initial weights; ``param`` is the output's reading
+    (``"eps"`` or ``"edm"``, :mod:`geoflow.score`); ``base_ch`` overrides the U-Net's width.
     """
     x, _ = load_image_set(name, "train")
     meta = {"data": name, "shape": list(image_shape(name))}
-    net = seeded_init(lambda: UNet(image_unet_config(name)), seed)
-    return ScoreModel(net, sde, data_std=float(x.std()), meta=meta)
+    ucfg = image_unet_config(name)
+    if base_ch is not None:
+        ucfg = dataclasses.replace(ucfg, base_ch=parse_int(base_ch, "base_ch", 4, 256))
+    net = seeded_init(lambda: UNet(ucfg), seed)
+    return ScoreModel(net, sde, data_std=float(x.std()), meta=meta, param=param)
 
 
 def train_image_score(
@@ -402,18 +441,21 @@ def train_image_score(
     progress: Progress | None = None,
     should_stop: StopFlag | None = None,
     ddp: DistContext | None = None,
+    param: str = "eps",
+    base_ch: int | None = None,
 ) -> tuple[ScoreModel, dict]:
     """Train a U-Net score model on an image set's training split by denoising score matching.
 
     Uses :func:`geoflow.train.train_score` (CPU by default, ``cfg.device="cuda"`` on a GPU).
 
     ``cfg.seed`` fixes both the initial weights and the minibatch/noise draws, so a run is
-    reproducible. ``ddp``: one rank of a data-parallel job (see :func:`optimise`).
+    reproducible. ``ddp``: one rank of a data-parallel job (see :func:`optimise`). ``param`` and
+    ``base_ch``: as in :func:`make_image_score_model`.
 
     Returns:
         the trained model (on the CPU, eval mode, EMA weights) and the loop's summary dict.
     """
-    model = make_image_score_model(name, sde, seed=cfg.seed)
+    model = make_image_score_model(name, sde, seed=cfg.seed, param=param, base_ch=base_ch)
     x, _ = load_image_set(name, "train")
     summary = train_score(model, data_fn_from_tensor(x), cfg, progress, should_stop, ddp=ddp)
     return model, summary

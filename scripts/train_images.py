@@ -83,9 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--proj-steps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--param", choices=("eps", "edm"), default="eps", help="the network output's reading")
+    ap.add_argument("--base-ch", type=int, default=None, help="U-Net width (default: the set's)")
     ap.add_argument("--no-ship", action="store_true")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the files and their manifest entries (<name>.entry.json) here instead of shipping",
+    )
     ap.add_argument("--ship-anyway", action="store_true", help="ship even a memorising model")
     args = ap.parse_args(argv)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     cmd = "python scripts/train_images.py " + " ".join(argv if argv is not None else sys.argv[1:])
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema=args.ema, seed=args.seed)
@@ -95,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         if step % 500 == 0 or step == total:
             print(f"score {step}/{total} loss {loss:.4f} {time.perf_counter() - t0:.0f}s", flush=True)
 
-    model, summary = train_image_score(args.data, VPSDE(), cfg, progress)
+    model, summary = train_image_score(
+        args.data, VPSDE(), cfg, progress, param=args.param, base_ch=args.base_ch
+    )
     score_s = time.perf_counter() - t0
     train, _ = load_image_set(args.data, "train")
     t1 = time.perf_counter()
@@ -120,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             {"train": {**proj.meta["train"], "seconds": round(proj_s)}},
         ),
     ):
-        path = save_model(obj, PRETRAINED_DIR / f"{name}.safetensors", extra=extra)
+        path = save_model(obj, (args.out or PRETRAINED_DIR) / f"{name}.safetensors", extra=extra)
         entry = {
             "kind": kind,
             "file": path.name,
@@ -131,8 +143,12 @@ def main(argv: list[str] | None = None) -> int:
             else {"predict_project N=20": quality.get("predict_project N=20")},
             "floor": quality["floor"],
         }
-        write_manifest_entry(name, entry)
-        print("shipped", name, flush=True)
+        if args.out is None:
+            write_manifest_entry(name, entry)
+            print("shipped", name, flush=True)
+        else:
+            (args.out / f"{name}.entry.json").write_text(json.dumps(entry, indent=1))
+            print("candidate written to", path, flush=True)
     return 0
 
 
