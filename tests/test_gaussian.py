@@ -10,26 +10,14 @@ import math
 
 import numpy as np
 import torch
+from gaussian_helpers import C0, M0, gauss
 from scipy.optimize import minimize
 
 from geoflow import gaussian
-from geoflow.densities import GaussianMixture
 from geoflow.metrics import exact_w2
 from geoflow.sde import VPSDE
 
 SDE = VPSDE()
-
-
-def _rot(a: float) -> np.ndarray:
-    return np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-
-
-def _gauss(mean, cov) -> GaussianMixture:
-    return GaussianMixture([1.0], [mean], [cov], name="gauss")
-
-
-M0 = np.array([1.0, -0.5])
-C0 = _rot(0.5) @ np.diag([0.2, 2.0]) @ _rot(0.5).T
 
 
 def test_ou_moments_solve_the_moment_odes():
@@ -58,7 +46,7 @@ def test_gaussian_kl_matches_monte_carlo_and_vanishes_on_itself(gen):
     m2, c2 = np.array([0.3, 0.2]), np.array([[1.0, 0.3], [0.3, 0.5]])
     p = torch.distributions.MultivariateNormal(torch.tensor(m1), torch.tensor(c1))
     q = torch.distributions.MultivariateNormal(torch.tensor(m2), torch.tensor(c2))
-    x = _gauss(m1, c1).sample(100000, gen).to(torch.float64)
+    x = gauss(m1, c1).sample(100000, gen).to(torch.float64)
     mc = float((p.log_prob(x) - q.log_prob(x)).mean())
     kl = gaussian.gaussian_kl(m1, c1, m2, c2)
     assert abs(kl - mc) < 0.03 * max(1.0, kl)
@@ -71,10 +59,10 @@ def test_bures_w2_matches_pot_on_large_samples(gen):
     ref = gaussian.bures_w2(M0, C0, m2, c2)
     # a 1-D check of the formula itself: W2 = sqrt(dm^2 + (sd1 - sd2)^2)
     assert abs(gaussian.bures_w2([0.0], [[4.0]], [1.0], [[1.0]]) - math.sqrt(2.0)) < 1e-12
-    x = _gauss(M0, C0).sample(1000, gen)
-    y = _gauss(m2, c2).sample(1000, gen)
+    x = gauss(M0, C0).sample(1000, gen)
+    y = gauss(m2, c2).sample(1000, gen)
     pot = exact_w2(x, y)
-    floor = exact_w2(_gauss(M0, C0).sample(1000, gen), x)  # finite-sample bias scale
+    floor = exact_w2(gauss(M0, C0).sample(1000, gen), x)  # finite-sample bias scale
     assert abs(pot - ref) < 0.1 * ref + floor
 
 

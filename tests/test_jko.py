@@ -10,36 +10,20 @@ import math
 import numpy as np
 import pytest
 import torch
+from gaussian_helpers import C0, M0, fit, gauss
 
 from geoflow import gaussian, jko, wgf
-from geoflow.densities import GaussianMixture, get_density
+from geoflow.densities import get_density
 from geoflow.metrics import exact_w2
 from geoflow.sde import VESDE, VPSDE
 
 SDE = VPSDE()
 
 
-def _rot(a: float) -> np.ndarray:
-    return np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-
-
-def _gauss(mean, cov) -> GaussianMixture:
-    return GaussianMixture([1.0], [mean], [cov], name="gauss")
-
-
-M0 = np.array([1.0, -0.5])
-C0 = _rot(0.5) @ np.diag([0.2, 2.0]) @ _rot(0.5).T
-
-
-def _fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(x, dtype=np.float64)
-    return x.mean(0), np.cov(x.T)
-
-
 # --------------------------------------------------------------------------- blob free energy
 def test_blob_free_energy_approaches_the_gaussian_value(gen):
     # blob entropy of N(0, I) samples: mollified measure N(0, (1 + eps^2) I) up to O(1/n) terms
-    x = _gauss(np.zeros(2), np.eye(2)).sample(3000, gen)
+    x = gauss(np.zeros(2), np.eye(2)).sample(3000, gen)
     val = jko.blob_free_energy(x, 0.3)
     assert abs(val - 0.0) < 0.1
     assert val > jko.blob_free_energy(x, 0.6) - 1.0  # finite and ordered sensibly
@@ -47,12 +31,12 @@ def test_blob_free_energy_approaches_the_gaussian_value(gen):
 
 # --------------------------------------------------------------------------- JKO
 def test_one_blob_jko_step_of_a_gaussian_matches_the_closed_form(gen):
-    x = _gauss(M0, C0).sample(600, gen).to(torch.float64)
+    x = gauss(M0, C0).sample(600, gen).to(torch.float64)
     h = 0.5
     y, _ = jko.jko_step(x, h, jko.blob_bandwidth(x, 2.0), tol=1e-4)
-    m_x, c_x = _fit(x.numpy())
+    m_x, c_x = fit(x.numpy())
     m_cf, c_cf = gaussian.jko_step_gaussian(m_x, c_x, h)
-    m_y, c_y = _fit(y.numpy())
+    m_y, c_y = fit(y.numpy())
     # the blob entropy is translation invariant, so the particle mean takes the exact implicit step
     assert np.abs(m_y - m_cf).max() < 1e-3
     moved = gaussian.bures_w2(m_x, c_x, m_cf, c_cf)  # how far the exact step goes
@@ -64,14 +48,14 @@ def test_one_blob_jko_step_of_a_gaussian_matches_the_closed_form(gen):
 
 
 def test_blob_jko_error_shrinks_with_h(gen):
-    x = _gauss(np.array([3.0, -2.0]), np.diag([0.3, 0.6])).sample(300, gen).to(torch.float64)
+    x = gauss(np.array([3.0, -2.0]), np.diag([0.3, 0.6])).sample(300, gen).to(torch.float64)
     t1 = float(wgf.vp_time(SDE, 1.0))  # flow time s = 1
-    m_e, c_e = gaussian.ou_gaussian(*_fit(x.numpy()), SDE, t1)
+    m_e, c_e = gaussian.ou_gaussian(*fit(x.numpy()), SDE, t1)
     errs = []
     for h in (0.5, 0.25, 0.125):
         path = jko.jko_path(x, SDE, h, [0.0, t1], tol=1e-4, cache=False)
         assert path.n_steps[0] == math.ceil(1.0 / h - 1e-9)
-        m_y, _ = _fit(path.particles[-1])
+        m_y, _ = fit(path.particles[-1])
         errs.append(float(np.linalg.norm(m_y - m_e)))
     # first order in h: each halving of h roughly halves the error (implicit Euler in s)
     assert errs[0] > 0.1

@@ -8,46 +8,29 @@ mixture log-densities, and POT's exact optimal transport. Also the ``geoflow flo
 from __future__ import annotations
 
 import argparse
-import math
 
 import numpy as np
 import pytest
 import torch
+from gaussian_helpers import C0, M0, fit, gauss
 
 from geoflow import gaussian, wgf
 from geoflow.cli.flow import register, write_figure
-from geoflow.densities import GaussianMixture, get_density
+from geoflow.densities import get_density
 from geoflow.sde import VPSDE
 
 SDE = VPSDE()
-
-
-def _rot(a: float) -> np.ndarray:
-    return np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-
-
-def _gauss(mean, cov) -> GaussianMixture:
-    return GaussianMixture([1.0], [mean], [cov], name="gauss")
-
-
-M0 = np.array([1.0, -0.5])
-C0 = _rot(0.5) @ np.diag([0.2, 2.0]) @ _rot(0.5).T
-
-
-def _fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(x, dtype=np.float64)
-    return x.mean(0), np.cov(x.T)
 
 
 # --------------------------------------------------------------------------- exact marginals
 @pytest.mark.parametrize("coupling", wgf.COUPLINGS)
 def test_exact_marginal_samples_have_the_ou_moments(coupling, gen):
     ts = [0.0, 0.1, 0.3, 1.0]
-    path = wgf.exact_marginal_samples(_gauss(M0, C0), SDE, ts, 20000, gen, coupling=coupling)
+    path = wgf.exact_marginal_samples(gauss(M0, C0), SDE, ts, 20000, gen, coupling=coupling)
     assert path.shape == (4, 20000, 2) and path.dtype == np.float32
     for k, t in enumerate(ts):
         me, ce = gaussian.ou_gaussian(M0, C0, SDE, t)
-        m, c = _fit(path[k])
+        m, c = fit(path[k])
         assert np.abs(m - me).max() < 0.05
         assert np.abs(c - ce).max() < 0.08 * max(1.0, np.abs(ce).max())
     if coupling == "sde":
@@ -60,7 +43,7 @@ def test_exact_marginal_samples_have_the_ou_moments(coupling, gen):
 
 # --------------------------------------------------------------------------- free energy
 def test_free_energy_exact_single_gaussian_closed_form_grid_and_mc(gen):
-    gm = _gauss(M0, C0)
+    gm = gauss(M0, C0)
     ts = np.array([0.0, 0.2, 0.6])
     closed = np.array([gaussian.free_energy_gaussian(*gaussian.ou_gaussian(M0, C0, SDE, t)) for t in ts])
     auto = wgf.free_energy_exact(gm, ts, SDE)
@@ -84,7 +67,7 @@ def test_free_energy_exact_mixture_grid_agrees_with_monte_carlo_and_decreases(ge
 
 
 def test_free_energy_particles_matches_closed_form(gen):
-    x = _gauss(M0, C0).sample(8000, gen)
+    x = gauss(M0, C0).sample(8000, gen)
     est = wgf.free_energy_particles(x)
     assert abs(est - gaussian.free_energy_gaussian(M0, C0)) < 0.05
 
@@ -143,18 +126,18 @@ def test_marginal_density_grid_is_normalised_and_exact():
 
 # --------------------------------------------------------------------------- splitting, path length
 def test_forward_splitting_is_the_sde(gen):
-    x = _gauss(M0, C0).sample(20000, gen)
+    x = gauss(M0, C0).sample(20000, gen)
     path = wgf.splitting_path(x, SDE, [0.0, 0.2, 0.5], direction="forward", dt=2e-3, generator=gen)
     assert np.allclose(path.t, [0.0, 0.2, 0.5]) and path.n_steps == 250
     for k, t in enumerate(path.t):
-        m, c = _fit(path.particles[k])
-        me, ce = gaussian.ou_gaussian(*_fit(path.particles[0]), SDE, t)
+        m, c = fit(path.particles[k])
+        me, ce = gaussian.ou_gaussian(*fit(path.particles[0]), SDE, t)
         assert np.abs(m - me).max() < 0.03 and np.abs(c - ce).max() < 0.06
 
 
 def test_reverse_splitting_retraces_the_marginals(gen):
     # Theorem 2: from N(0, I) at T with the exact score, the marginal at t is the forward one
-    gm = _gauss(M0, C0)
+    gm = gauss(M0, C0)
     prior = SDE.prior_sample((20000, 2), gen, dtype=torch.float64)
     path = wgf.splitting_path(
         prior, SDE, [0.0, 0.3, 1.0], direction="reverse", score_fn=gm, dt=2e-3, generator=gen
@@ -162,7 +145,7 @@ def test_reverse_splitting_retraces_the_marginals(gen):
     assert np.allclose(path.t, [1.0, 0.3, 0.0])
     for k, t in enumerate(path.t):
         me, ce = gaussian.ou_gaussian(M0, C0, SDE, t)
-        assert gaussian.bures_w2(*_fit(path.particles[k]), me, ce) < 0.06
+        assert gaussian.bures_w2(*fit(path.particles[k]), me, ce) < 0.06
 
 
 def test_exact_path_length_of_a_gaussian_matches_its_moment_curve(gen):
@@ -172,7 +155,7 @@ def test_exact_path_length_of_a_gaussian_matches_its_moment_curve(gen):
     a = np.exp(-s)
     sd = np.sqrt(a * a * c + 1 - a * a)
     ref = np.trapezoid(np.sqrt(np.gradient(a * 2.0, s) ** 2 + 2 * np.gradient(sd, s) ** 2), s)
-    length = wgf.exact_path_length(_gauss(m, c * np.eye(2)), SDE, n_mc=20000, generator=gen)
+    length = wgf.exact_path_length(gauss(m, c * np.eye(2)), SDE, n_mc=20000, generator=gen)
     assert abs(length - ref) < 0.01 * ref
     # and the W2 geodesic between the end points is shorter: |m| (1 - a(T)) and sd from sqrt(c) to ~1
     geo = gaussian.bures_w2(m, c * np.eye(2), *gaussian.ou_gaussian(m, c * np.eye(2), SDE, 1.0))
