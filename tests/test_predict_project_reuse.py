@@ -11,12 +11,12 @@ import math
 
 import pytest
 import torch
+from pp_helpers import assert_zero_strength_is_euler_maruyama
 
 from geoflow.densities import get_density
 from geoflow.predict_project import DEFAULT_STRENGTHS, sample_predict_project_reuse
 from geoflow.projection import TweedieProjection
 from geoflow.registry import SAMPLERS, get_sampler, sample
-from geoflow.samplers import sample_euler_maruyama
 from geoflow.score import batch_time
 from geoflow.sde import VESDE, VPSDE, paper_beta
 
@@ -62,35 +62,10 @@ def test_nfe_count_matches_the_callback_and_the_score_calls(n_steps, final_denoi
 @pytest.mark.parametrize("final_denoise", [True, False], ids=["denoise", "no_denoise"])
 def test_zero_strength_is_euler_maruyama_step_for_step(final_denoise):
     sf = get_density("three_component").score_fn(SDE_)
-    x = SDE_.prior_sample((200, 2), torch.Generator().manual_seed(3))
-    ts = SDE_.time_grid(12)
-    em, pp = [], []
-    out_em = sample_euler_maruyama(
-        sf,
-        SDE_,
-        x,
-        ts,
-        final_denoise=final_denoise,
-        callback=lambda d: em.append(d["x"]),
-        generator=torch.Generator().manual_seed(9),
+    out_em, out_pp, ts = assert_zero_strength_is_euler_maruyama(
+        sample_predict_project_reuse, sf, SDE_, final_denoise
     )
-    out_pp = sample_predict_project_reuse(
-        sf,
-        SDE_,
-        x,
-        ts,
-        strength=0.0,
-        final_denoise=final_denoise,
-        callback=lambda d: pp.append(d["x"]),
-        generator=torch.Generator().manual_seed(9),
-    )
-    assert len(em) == len(pp) == 12
-    last = 12 if final_denoise else 11
-    for a, b in zip(em[:last], pp[:last], strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    if final_denoise:
-        torch.testing.assert_close(out_em, out_pp, rtol=0, atol=0)
-    else:
+    if not final_denoise:
         # the paper adds no noise after its last step; Euler-Maruyama does: they differ by exactly that
         gap = (out_em - out_pp).std().item()
         expected = math.sqrt(2 * float(paper_beta(SDE_, ts[-2])) * float(ts[-2] - ts[-1]))
