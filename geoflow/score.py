@@ -117,15 +117,21 @@ class ScoreModel(nn.Module):
         return fn
 
     def config(self) -> dict:
-        """Everything needed to rebuild the model around its state dict."""
-        return {
+        """Everything needed to rebuild the model around its state dict.
+
+        ``param`` is written only when it is not ``"eps"``, so an eps model's config (and with it the
+        fingerprint its projection networks are tied to) is what it was before ``param`` existed.
+        """
+        cfg = {
             "kind": "score",
             "net": net_config(self.net),
             "sde": self.sde.config(),
             "data_std": self.data_std,
             "meta": self.meta,
-            "param": self.param,
         }
+        if self.param != "eps":
+            cfg["param"] = self.param
+        return cfg
 
     @classmethod
     def from_config(cls, cfg: dict) -> ScoreModel:

@@ -97,3 +97,16 @@ def test_param_survives_a_checkpoint_and_an_unknown_one_is_refused(tmp_path):
         load_model(bad)
     with pytest.raises(ValueError, match="valid: eps, edm"):
         ScoreModel(base.net, base.sde, param="x0")
+
+
+def test_an_eps_models_config_and_fingerprint_are_unchanged_by_param():
+    """Shipped projection networks are tied to their score network's fingerprint (config + weights):
+    an eps model's config must not gain a key, or every shipped T would stop matching."""
+    from geoflow.checkpoints import load_pretrained
+    from geoflow.projection import score_fingerprint
+
+    score = load_pretrained("eight_gaussians-vp", "score")
+    proj = load_pretrained("eight_gaussians-vp-proj", "projection")
+    assert "param" not in score.config()
+    assert proj.score_sha256 == score_fingerprint(score)
+    proj.check_matches(score)
