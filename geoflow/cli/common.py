@@ -12,11 +12,14 @@ import argparse
 import io
 import os
 import sys
+import time
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,12 +31,16 @@ from geoflow.validate import (
     InputError,
     check_choice,
     check_device,
+    check_output_path,
     check_seed,
     fmt_bytes,
     one_line,
     parse_float,
     parse_int,
 )
+
+if TYPE_CHECKING:
+    from geoflow.distributed import DistContext
 
 UserError = InputError  # a problem with what the user asked for: printed as one line, exit 2
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, SamplerDiverged, TrainingDiverged, OSError)
@@ -242,3 +249,115 @@ def check_model_data(model: Any, image_set: str | None, what: str) -> None:
         kind = f"an image model of shape {shape}" if len(shape) > 1 else f"a {shape[0]}-D model"
         target = f"image set {image_set!r}" if image_set else "a 2-D density"
         raise UserError(f"{what} is {kind}, but {target} needs shape {want}")
+
+
+# --------------------------------------------------------------------------- training commands
+def add_optim_args(
+    p: argparse.ArgumentParser,
+    steps: int,
+    *,
+    lr: float | None = None,
+    lr_shown: str = "%(default)s",
+    batch_note: str = "",
+) -> None:
+    """``--steps`` (default ``steps``) and, where ``lr`` is given, ``--batch-size`` and ``--lr``.
+
+    Args:
+        p: the command's parser.
+        steps: the default number of optimisation steps.
+        lr: the default Adam learning rate (None: the command has no ``--batch-size`` / ``--lr``).
+        lr_shown: how ``--help`` writes the default learning rate.
+        batch_note: what ``--help`` says of ``--batch-size`` after its range and default.
+    """
+    p.add_argument(
+        "--steps",
+        type=int_arg("steps", 1, LIMITS.train_steps),
+        default=steps,
+        help=f"optimisation steps in [1, {LIMITS.train_steps}] (default %(default)s)",
+    )
+    if lr is None:
+        return
+    p.add_argument(
+        "--batch-size",
+        type=int_arg("batch size", 1, LIMITS.batch_size),
+        default=512,
+        help=f"minibatch size in [1, {LIMITS.batch_size}] (default %(default)s){batch_note}",
+    )
+    p.add_argument(
+        "--lr",
+        type=float_arg("lr", 0.0, LIMITS.lr_max, lo_open=True),
+        default=lr,
+        help=f"Adam learning rate in (0, {LIMITS.lr_max:g}] (default {lr_shown})",
+    )
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """``--seed``, ``--device`` and ``--out`` (a ``.safetensors``), the last flags of a training command."""
+    p.add_argument("--seed", type=seed_arg, default=0, help=SEED_HELP)
+    p.add_argument("--device", type=device_arg, default="cpu", help=DEVICE_HELP)
+    p.add_argument("--out", required=True, help="output .safetensors (checked before training)")
+
+
+def diverged(e: TrainingDiverged, lr: float) -> UserError:
+    """The one-line message of a diverged training, naming the flag to change."""
+    return UserError(
+        f"training diverged at step {e.step} (loss {e.loss}) with --lr {lr:g}; try a smaller --lr"
+    )
+
+
+def rank_progress(
+    ddp: DistContext | None, total: int, desc: str, batch_size: int
+) -> tuple[Callable[[int, int, float], None] | None, Callable[[], None]]:
+    """The progress bar on rank 0 (or without torchrun); under torchrun rank 0 first says the job's shape."""
+    if ddp is not None and not ddp.is_main:
+        return None, lambda: None
+    if ddp is not None:
+        print(ddp.describe(batch_size), flush=True)
+    return progress_bar(total, desc)
+
+
+def run_training_job(
+    args: argparse.Namespace,
+    body: Callable[[argparse.Namespace, Path, DistContext | None], int],
+) -> int:
+    """Check ``--out``, set the threads, then run ``body(args, out, ddp)`` as a (torchrun) job.
+
+    ``ddp`` is None without torchrun (single-process); a finished rank ends in
+    :func:`geoflow.distributed.leave`.
+    """
+    from geoflow import distributed
+
+    out = check_output_path(args.out, (".safetensors",))
+    threads()
+    with distributed.job(args.device) as ddp:  # None without torchrun: single-process
+        code = body(args, out, ddp)
+    return distributed.leave(ddp, code)  # a finished rank ends here (see distributed.leave)
+
+
+@dataclass
+class TrainingRun:
+    """What :func:`training_run` gives its block: the progress callback, then the seconds it took."""
+
+    update: Callable[[int, int, float], None] | None
+    seconds: float = 0.0
+
+
+@contextmanager
+def training_run(
+    total: int, desc: str, lr: float, ddp: DistContext | None = None, batch_size: int = 0
+) -> Iterator[TrainingRun]:
+    """A training's progress bar (:func:`rank_progress`) and timer around its block.
+
+    A :class:`~geoflow.train.TrainingDiverged` in the block becomes the one-line :func:`diverged`
+    error naming ``lr``; the bar closes in every case, then ``seconds`` is set.
+    """
+    update, close = rank_progress(ddp, total, desc, batch_size)
+    run = TrainingRun(update)
+    t0 = time.perf_counter()
+    try:
+        yield run
+    except TrainingDiverged as e:
+        raise diverged(e, lr) from None
+    finally:
+        close()
+        run.seconds = time.perf_counter() - t0

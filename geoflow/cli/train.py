@@ -11,8 +11,6 @@ times it (said on the first line), and rank 0 alone shows progress and writes th
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +19,24 @@ import torch
 from geoflow import distributed
 from geoflow.checkpoints import save_model
 from geoflow.cli.common import (
-    DEVICE_HELP,
-    SEED_HELP,
-    UserError,
     add_command,
+    add_optim_args,
+    add_run_args,
     add_source,
-    device_arg,
-    float_arg,
     int_arg,
     limits_epilog,
-    progress_bar,
-    seed_arg,
-    threads,
+    run_training_job,
+    training_run,
 )
 from geoflow.densities import load_density
 from geoflow.sde import SDE_NAMES, make_sde
 from geoflow.train import (
     TrainConfig,
-    TrainingDiverged,
     make_score_model_2d,
     train_image_score,
     train_score,
 )
-from geoflow.validate import LIMITS, check_mlp_training, check_output_path
+from geoflow.validate import LIMITS, check_mlp_training
 
 
 def config_dict(cfg: TrainConfig) -> dict:
@@ -51,31 +44,9 @@ def config_dict(cfg: TrainConfig) -> dict:
     return {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
 
 
-def diverged(e: TrainingDiverged, lr: float) -> UserError:
-    """The one-line message of a diverged training, naming the flag to change."""
-    return UserError(
-        f"training diverged at step {e.step} (loss {e.loss}) with --lr {lr:g}; try a smaller --lr"
-    )
-
-
-def rank_progress(
-    ddp: distributed.DistContext | None, total: int, desc: str, batch_size: int
-) -> tuple[Callable[[int, int, float], None] | None, Callable[[], None]]:
-    """The progress bar on rank 0 (or without torchrun); under torchrun rank 0 first says the job's shape."""
-    if ddp is not None and not ddp.is_main:
-        return None, lambda: None
-    if ddp is not None:
-        print(ddp.describe(batch_size), flush=True)
-    return progress_bar(total, desc)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a score model on a 2-D density or an image set and save it as safetensors."""
-    out = check_output_path(args.out, (".safetensors",))
-    threads()
-    with distributed.job(args.device) as ddp:  # None without torchrun: single-process
-        code = _train(args, out, ddp)
-    return distributed.leave(ddp, code)  # a finished rank ends here (see distributed.leave)
+    return run_training_job(args, _train)
 
 
 def _train(args: argparse.Namespace, out: Path, ddp: distributed.DistContext | None) -> int:
@@ -85,23 +56,19 @@ def _train(args: argparse.Namespace, out: Path, ddp: distributed.DistContext | N
     dens = None if args.data else load_density(args.density)
     if dens is not None:
         check_mlp_training(args.width, args.depth, args.batch_size)  # before any allocation
-    update, close = rank_progress(ddp, cfg.steps, "train", args.batch_size)
-    t0 = time.perf_counter()
-    try:
+    with training_run(cfg.steps, "train", args.lr, ddp, args.batch_size) as run:
         if dens is None:
-            model, summary = train_image_score(args.data, sde, cfg, progress=update, ddp=ddp)
+            model, summary = train_image_score(args.data, sde, cfg, progress=run.update, ddp=ddp)
         else:
             g = torch.Generator().manual_seed(args.seed + 10_000)
             data_std = float(dens.sample(10_000, g).std())
             model = make_score_model_2d(
                 sde, data_std, width=args.width, depth=args.depth, meta={"data": dens.name}, seed=args.seed
             )
-            summary = train_score(model, lambda n, gen: dens.sample(n, gen), cfg, progress=update, ddp=ddp)
-    except TrainingDiverged as e:
-        raise diverged(e, args.lr) from None
-    finally:
-        close()
-    secs = time.perf_counter() - t0
+            summary = train_score(
+                model, lambda n, gen: dens.sample(n, gen), cfg, progress=run.update, ddp=ddp
+            )
+    secs = run.seconds
     if ddp is not None and not ddp.is_main:
         return 0  # rank 0 writes the checkpoint (every rank holds the same weights)
     save_model(model, out, extra={"train": {**summary, "seconds": round(secs, 1), **config_dict(cfg)}})
@@ -125,24 +92,8 @@ def register(subparsers: Any) -> None:
     )
     add_source(t)
     t.add_argument("--sde", choices=SDE_NAMES, default="vp")
-    t.add_argument(
-        "--steps",
-        type=int_arg("steps", 1, LIMITS.train_steps),
-        default=6000,
-        help=f"optimisation steps in [1, {LIMITS.train_steps}] (default %(default)s)",
-    )
-    t.add_argument(
-        "--batch-size",
-        type=int_arg("batch size", 1, LIMITS.batch_size),
-        default=512,
-        help=f"minibatch size in [1, {LIMITS.batch_size}] (default %(default)s); per process under torchrun, "
-        "where the global batch is K times it",
-    )
-    t.add_argument(
-        "--lr",
-        type=float_arg("lr", 0.0, LIMITS.lr_max, lo_open=True),
-        default=2e-3,
-        help=f"Adam learning rate in (0, {LIMITS.lr_max:g}] (default %(default)s)",
+    add_optim_args(
+        t, 6000, lr=2e-3, batch_note="; per process under torchrun, where the global batch is K times it"
     )
     t.add_argument(
         "--width",
@@ -156,7 +107,5 @@ def register(subparsers: Any) -> None:
         default=3,
         help=f"MLP hidden layers (2-D), in [1, {LIMITS.depth}] (default %(default)s)",
     )
-    t.add_argument("--seed", type=seed_arg, default=0, help=SEED_HELP)
-    t.add_argument("--device", type=device_arg, default="cpu", help=DEVICE_HELP)
-    t.add_argument("--out", required=True, help="output .safetensors (checked before training)")
+    add_run_args(t)
     t.set_defaults(fn=cmd_train)

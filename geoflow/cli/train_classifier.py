@@ -7,20 +7,16 @@ from typing import Any
 
 from geoflow.checkpoints import save_model
 from geoflow.cli.common import (
-    DEVICE_HELP,
-    SEED_HELP,
     add_command,
+    add_optim_args,
+    add_run_args,
     choice_arg,
-    device_arg,
-    int_arg,
     limits_epilog,
-    progress_bar,
-    seed_arg,
     threads,
+    training_run,
 )
-from geoflow.cli.train import diverged
 from geoflow.images import IMAGE_SETS
-from geoflow.train import TrainingDiverged, train_classifier
+from geoflow.train import train_classifier
 from geoflow.validate import LIMITS, check_output_path
 
 
@@ -28,15 +24,10 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     """Train the feature classifier of an image set and save it."""
     out = check_output_path(args.out, (".safetensors",))
     threads()
-    update, close = progress_bar(args.steps, "classifier")
-    try:
+    with training_run(args.steps, "classifier", 2e-3) as run:
         model, summary = train_classifier(
-            args.data, steps=args.steps, seed=args.seed, device=args.device, progress=update
+            args.data, steps=args.steps, seed=args.seed, device=args.device, progress=run.update
         )
-    except TrainingDiverged as e:
-        raise diverged(e, 2e-3) from None
-    finally:
-        close()
     save_model(model, out, extra={"train": summary})
     print(f"wrote {out} ({summary})")
     return 0
@@ -53,13 +44,6 @@ def register(subparsers: Any) -> None:
     c.add_argument(
         "--data", required=True, type=choice_arg("image set", IMAGE_SETS), help=f"{' | '.join(IMAGE_SETS)}"
     )
-    c.add_argument(
-        "--steps",
-        type=int_arg("steps", 1, LIMITS.train_steps),
-        default=3000,
-        help=f"optimisation steps in [1, {LIMITS.train_steps}] (default 3000)",
-    )
-    c.add_argument("--seed", type=seed_arg, default=0, help=SEED_HELP)
-    c.add_argument("--device", type=device_arg, default="cpu", help=DEVICE_HELP)
-    c.add_argument("--out", required=True, help="output .safetensors (checked before training)")
+    add_optim_args(c, 3000)
+    add_run_args(c)
     c.set_defaults(fn=cmd_train_classifier)

@@ -8,33 +8,30 @@ training is data-parallel, as for ``geoflow train`` (``--batch-size`` per proces
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
 from geoflow import distributed
 from geoflow.checkpoints import load_model, load_pretrained, pretrained_names, save_model
 from geoflow.cli.common import (
-    DEVICE_HELP,
-    SEED_HELP,
     UserError,
     add_command,
+    add_optim_args,
+    add_run_args,
     add_source,
     check_model_data,
     choice_arg,
-    device_arg,
     float_arg,
     int_arg,
     limits_epilog,
-    seed_arg,
-    threads,
+    run_training_job,
+    training_run,
 )
-from geoflow.cli.train import diverged, rank_progress
 from geoflow.densities import load_density
 from geoflow.projection import TRAIN_MODES
 from geoflow.score import ScoreModel
-from geoflow.train import DataFn, TrainConfig, TrainingDiverged, data_fn_from_tensor, train_projection
-from geoflow.validate import LIMITS, check_output_path
+from geoflow.train import DataFn, TrainConfig, data_fn_from_tensor, train_projection
+from geoflow.validate import LIMITS
 
 
 def projection_name(score_name: str) -> str:
@@ -71,11 +68,7 @@ def _data_fn(args: argparse.Namespace) -> DataFn:
 
 def cmd_train_projection(args: argparse.Namespace) -> int:
     """Train the projection network T of a score network and save it."""
-    out = check_output_path(args.out, (".safetensors",))
-    threads()
-    with distributed.job(args.device) as ddp:  # None without torchrun: single-process
-        code = _train_projection(args, out, ddp)
-    return distributed.leave(ddp, code)  # a finished rank ends here (see distributed.leave)
+    return run_training_job(args, _train_projection)
 
 
 def _train_projection(args: argparse.Namespace, out: Path, ddp: distributed.DistContext | None) -> int:
@@ -90,17 +83,18 @@ def _train_projection(args: argparse.Namespace, out: Path, ddp: distributed.Dist
         device=args.device if ddp is None else ddp.device,
     )
     n_steps = args.n_steps if args.mode == "fixed_N" else None
-    update, close = rank_progress(ddp, cfg.steps, "train-projection", args.batch_size)
-    t0 = time.perf_counter()
-    try:
+    with training_run(cfg.steps, "train-projection", args.lr, ddp, args.batch_size) as run:
         proj = train_projection(
-            score, data, cfg, args.mode, n_steps, progress=update, score_name=Path(score_name).stem, ddp=ddp
+            score,
+            data,
+            cfg,
+            args.mode,
+            n_steps,
+            progress=run.update,
+            score_name=Path(score_name).stem,
+            ddp=ddp,
         )
-    except TrainingDiverged as e:
-        raise diverged(e, args.lr) from None
-    finally:
-        close()
-    secs = time.perf_counter() - t0
+    secs = run.seconds
     if ddp is not None and not ddp.is_main:
         return 0  # rank 0 writes the checkpoint (every rank holds the same weights)
     save_model(proj, out, extra={"train": {**proj.meta["train"], "seconds": round(secs, 1), "lr": args.lr}})
@@ -133,33 +127,14 @@ def register(subparsers: Any) -> None:
         default=20,
         help=f"the sampling grid's N for --mode fixed_N, in [2, {LIMITS.projection_grid}] (default 20)",
     )
-    p.add_argument(
-        "--steps",
-        type=int_arg("steps", 1, LIMITS.train_steps),
-        default=3000,
-        help=f"optimisation steps in [1, {LIMITS.train_steps}] (default 3000)",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=int_arg("batch size", 1, LIMITS.batch_size),
-        default=512,
-        help=f"minibatch size in [1, {LIMITS.batch_size}] (default 512); per process under torchrun",
-    )
-    p.add_argument(
-        "--lr",
-        type=float_arg("lr", 0.0, LIMITS.lr_max, lo_open=True),
-        default=1e-3,
-        help=f"Adam learning rate in (0, {LIMITS.lr_max:g}] (default 1e-3)",
-    )
+    add_optim_args(p, 3000, lr=1e-3, lr_shown="1e-3", batch_note="; per process under torchrun")
     p.add_argument(
         "--ema",
         type=float_arg("ema", 0.0, 1.0, hi_open=True),
         default=0.995,
         help="EMA decay of the weights in [0, 1) (default 0.995)",
     )
-    p.add_argument("--seed", type=seed_arg, default=0, help=SEED_HELP)
-    p.add_argument("--device", type=device_arg, default="cpu", help=DEVICE_HELP)
-    p.add_argument("--out", required=True, help="output .safetensors (checked before training)")
+    add_run_args(p)
     p.set_defaults(fn=cmd_train_projection)
 
 
