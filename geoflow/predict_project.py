@@ -29,8 +29,15 @@ import math
 import torch
 
 from geoflow.projection import TweedieProjection, shrink_factor
-from geoflow.samplers import Callback, Projection, SamplerRun, euler_maruyama_steps
-from geoflow.score import ScoreFn, batch_time
+from geoflow.samplers import (
+    Callback,
+    Projection,
+    SamplerRun,
+    child_generator,
+    euler_maruyama_steps,
+    randn_like_on,
+)
+from geoflow.score import ScoreFn
 from geoflow.sde import SDE, paper_beta
 
 # Default strengths = the one fixed value per sampler that measured best over every data set and N
@@ -133,13 +140,11 @@ def sample_predict_project_ancestral(
         if final_denoise and i == n - 1:
             return run.final(i, x, t)
         dt = t - t_next
-        a, s = float(sde.alpha(t)), float(sde.sigma(t))
-        a2, s2 = float(sde.alpha(t_next)), float(sde.sigma(t_next))
+        a, s, a2, s2 = run.alpha_sigma(t, t_next)
         # predict: the Euler step of the reverse drift
         x_pred, x0_hat = run.predict(x, t, dt)
         # project: the kernel mean a(t') x_0 estimated at the predicted point
-        T = project(x_pred, batch_time(t, x), batch_time(t_next, x))
-        run.nfe += project.nfe_per_call
+        T = run.project(project, x_pred, x, t, t_next)
         m = x_pred + T / float(shrink_factor(sde, torch.tensor(t, dtype=torch.float64)))
         x0_use = x0_hat + strength * (m / a2 - x0_hat)
         r = a / a2
@@ -189,8 +194,7 @@ def sample_predict_project_renoise(
         # predict
         x_pred, x0_hat = run.predict(x, t, dt)
         # project: the paper's move, a fraction lam of the way to the kernel mean
-        T = project(x_pred, batch_time(t, x), batch_time(t_next, x))
-        run.nfe += project.nfe_per_call
+        T = run.project(project, x_pred, x, t, t_next)
         x_proj = x_pred + math.sqrt(b) * strength * dt * T
         lam = min(math.sqrt(b) * strength * dt * float(shrink_factor(sde, torch.tensor(t))), 1.0)
         # diffuse: Euler-Maruyama's noise plus the spread the projection removed
@@ -241,7 +245,7 @@ def sample_predict_project_langevin(
     run = SamplerRun(score_fn, sde, x, ts, callback)
     n = run.n
     path = run.brownian(x, generator)
-    g_proj = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    g_proj = child_generator(generator)
     for i, t, t_next in run.steps():
         if final_denoise and i == n - 1:
             return run.final(i, x, t)
@@ -252,7 +256,7 @@ def sample_predict_project_langevin(
         x_pred = x_pred + math.sqrt(2.0 * b) * path.increment(t_next)
         # project: one Langevin step of the flow of KL(mu || p_t') toward the path's point
         eps = strength * float(sde.sigma(t_next)) ** 2
-        z = torch.randn(x.shape, generator=g_proj, dtype=x.dtype).to(x.device)
+        z = randn_like_on(x, g_proj)
         x = x_pred + eps * run.score(x_pred, t_next) + math.sqrt(2.0 * eps) * z
         run.report(i, t_next, x, x0_hat, x_pred=x_pred, x_proj=x)
     return x

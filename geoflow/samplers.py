@@ -143,6 +143,16 @@ def _guard(x: torch.Tensor, i: int, t: float, sde: SDE) -> None:
         )
 
 
+def child_generator(generator: torch.Generator | None) -> torch.Generator:
+    """A second CPU generator seeded by one draw from ``generator`` (a stream apart from the path's)."""
+    return torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+
+
+def randn_like_on(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Standard normal noise of ``x``'s shape and dtype, drawn on the CPU ``generator``, on ``x``'s device."""
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+
+
 class SamplerRun:
     """Book-keeping shared by all samplers: NFE count, divergence guard, callback."""
 
@@ -185,6 +195,19 @@ class SamplerRun:
         b = float(paper_beta(self.sde, t))
         s = self.score(x, t)
         return x - (self.sde.drift(x, t) - 2.0 * b * s) * dt, self.x0(x, s, t)
+
+    def project(
+        self, project: Projection, x_pred: torch.Tensor, x: torch.Tensor, t: float, t_next: float
+    ) -> torch.Tensor:
+        """The projection hook's ``T(x_pred, t, t_next)`` (times batched like ``x``), its NFE counted."""
+        out = project(x_pred, batch_time(t, x), batch_time(t_next, x))
+        self.nfe += project.nfe_per_call
+        return out
+
+    def alpha_sigma(self, t: float, t_next: float) -> tuple[float, float, float, float]:
+        """``(alpha(t), sigma(t), alpha(t_next), sigma(t_next))`` of the run's SDE, as floats."""
+        sde = self.sde
+        return float(sde.alpha(t)), float(sde.sigma(t)), float(sde.alpha(t_next)), float(sde.sigma(t_next))
 
     def final(self, i: int, x: torch.Tensor, t: float) -> torch.Tensor:
         """The standard final denoising step: ``x <- x0_hat(x, t)``, reported at t = 0."""
@@ -263,10 +286,7 @@ def euler_maruyama_steps(
         x_proj = x_pred
         if project is not None:
             # project: pull toward the gradient-flow path at t - dt
-            x_proj = x_pred + math.sqrt(b) * strength * dt * project(
-                x_pred, batch_time(t, x), batch_time(t_next, x)
-            )
-            run.nfe += project.nfe_per_call
+            x_proj = x_pred + math.sqrt(b) * strength * dt * run.project(project, x_pred, x, t, t_next)
             extra = {"x_pred": x_pred, "x_proj": x_proj}
         # diffuse: the Brownian increment of this step
         dw = path.increment(t_next)
@@ -369,8 +389,7 @@ def sample_ddim(
     for i, t, t_next in run.steps():
         if final_denoise and i == n - 1:
             return run.final(i, x, t)
-        a, s = float(sde.alpha(t)), float(sde.sigma(t))
-        a2, s2 = float(sde.alpha(t_next)), float(sde.sigma(t_next))
+        a, s, a2, s2 = run.alpha_sigma(t, t_next)
         sc = run.score(x, t)
         x0_hat = run.x0(x, sc, t)
         eps_hat = (x - a * x0_hat) / s
@@ -409,8 +428,7 @@ def sample_dpm_solver_pp_2m(
     for i, t, t_next in run.steps():
         if final_denoise and i == n - 1:
             return run.final(i, x, t)
-        a, s = float(sde.alpha(t)), float(sde.sigma(t))
-        a2, s2 = float(sde.alpha(t_next)), float(sde.sigma(t_next))
+        a, s, a2, s2 = run.alpha_sigma(t, t_next)
         x0_hat = run.x0(x, run.score(x, t), t)
         h = math.log(a2 / s2) - math.log(a / s)
         if x0_prev is None:
@@ -485,8 +503,7 @@ def sample_unipc(
     for i, t, t_next in run.steps():
         if final_denoise and i == n - 1:
             return run.final(i, x, t)
-        a, s = float(sde.alpha(t)), float(sde.sigma(t))
-        a2, s2 = float(sde.alpha(t_next)), float(sde.sigma(t_next))
+        a, s, a2, s2 = run.alpha_sigma(t, t_next)
         lam, lam2 = math.log(a / s), math.log(a2 / s2)
         m = run.x0(x, run.score(x, t), t)
         if order_last > 0:
@@ -537,12 +554,12 @@ def sample_predictor_corrector(
     run = SamplerRun(score_fn, sde, x, ts, callback)
     n = run.n
     path = run.brownian(x, generator)
-    g_corr = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    g_corr = child_generator(generator)
     for i, t, t_next in run.steps():
         # correct: Langevin MCMC toward p_t at the current noise level
         for _ in range(n_corrector):
             s = run.score(x, t)
-            z = torch.randn(x.shape, generator=g_corr, dtype=x.dtype).to(x.device)
+            z = randn_like_on(x, g_corr)
             ratio = z.flatten(1).norm(dim=1).mean() / s.flatten(1).norm(dim=1).mean().clamp_min(1e-12)
             step = float(2.0 * (snr * ratio) ** 2)
             x = x + step * s + math.sqrt(2.0 * step) * z
@@ -580,7 +597,7 @@ def sample_annealed_langevin(
         raise ValueError(f"need step_scale > 0 and n_steps_each >= 1, got {step_scale}, {n_steps_each}")
     run = SamplerRun(score_fn, sde, x, ts, callback)
     n = run.n
-    g_noise = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    g_noise = child_generator(generator)
     for i, t, t_next in run.steps():
         if final_denoise and i == n - 1:
             return run.final(i, x, t)
@@ -591,7 +608,7 @@ def sample_annealed_langevin(
             s = run.score(x, t)
             if k == 0:
                 x0_hat = run.x0(x, s, t)
-            z = torch.randn(x.shape, generator=g_noise, dtype=x.dtype).to(x.device)
+            z = randn_like_on(x, g_noise)
             x = x + 0.5 * e * s + math.sqrt(e) * z
         run.report(i, t_next, x, x0_hat)
     return x

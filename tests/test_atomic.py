@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 # a `geoflow train` that reports each progress call on stdout, so the test kills it mid-training
 CHILD = """
 import sys
-import geoflow.cli.train as t
+import geoflow.cli.common as t
 orig = t.progress_bar
 def progress_bar(total, desc):
     update, close = orig(total, desc)
