@@ -22,6 +22,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+import live_chart
 import numpy as np
 import serving
 import streamlit as st
@@ -179,9 +180,11 @@ def figure(key: tuple, build) -> Any:
     def make() -> Any:
         fig = build()
         fig._geoflow_json = pio.to_json._original(fig, validate=False)  # type: ignore[attr-defined]
+        live_chart.figure_bytes(fig)  # the bytes the live chart sends, made once for every session
         return fig
 
-    value, _ = RUNS.get_or_compute(("figure", *key), make, size=lambda f: 2 * len(f._geoflow_json))
+    # the JSON text (str) and its UTF-8 bytes
+    value, _ = RUNS.get_or_compute(("figure", *key), make, size=lambda f: 3 * len(f._geoflow_json))
     return value
 
 

@@ -64,15 +64,56 @@ window.WebSocket.prototype = _WS.prototype;
 Object.assign(window.WebSocket, _WS);
 """
 
+# the first plotly chart of the page: in the page itself (st.plotly_chart) or in a component's
+# same-origin frame (the Flows page's live chart, app/live_chart.py)
+PLOT_JS = """(() => {
+  const docs = [document];
+  for (const f of document.querySelectorAll('iframe')) {
+    try { if (f.contentDocument) docs.push(f.contentDocument); } catch (e) {}
+  }
+  for (const d of docs) { const el = d.querySelector('.js-plotly-plot'); if (el) return el; }
+  return null;
+})()"""
+
+# true once the first chart has drawn a point
+HAS_POINTS = (
+    "() => { const el = " + PLOT_JS + "; return !!(el && el.querySelector('.scatterlayer .point')); }"
+)
+
 # true (and the time noted) once the first chart's title contains every given substring
-TITLE_HAS = """
+TITLE_HAS = (
+    """
 (parts) => {
-  const el = document.querySelector('.js-plotly-plot');
+  const el = """
+    + PLOT_JS
+    + """;
   const t = el && el.layout && el.layout.title ? (el.layout.title.text || '') : '';
   if (parts.every((p) => t.includes(p))) { window.__gf.done = performance.now(); return true; }
   return false;
 }
 """
+)
+
+
+LIVE_CHART_URL = "geoflow_live_plot"  # the Flows page's live chart frame (app/live_chart.py)
+
+
+def chart_frame(pg: object, timeout_ms: int = 90_000) -> object:
+    """The Playwright frame that draws the page's chart: the live chart's frame, else the page itself.
+
+    The Flows page draws in a component frame (``app/live_chart.py``); the other pages use
+    ``st.plotly_chart`` in the page. Waits until one of the two holds a plotly chart.
+    """
+    end = time.perf_counter() + timeout_ms / 1000
+    while True:
+        for f in pg.frames:  # type: ignore[attr-defined]
+            if LIVE_CHART_URL in f.url and f.locator(CHART).count():
+                return f
+        if pg.locator(CHART).count():  # type: ignore[attr-defined]
+            return pg.main_frame  # type: ignore[attr-defined]
+        if time.perf_counter() > end:
+            raise TimeoutError(f"no plotly chart on the page within {timeout_ms} ms")
+        pg.wait_for_timeout(100)  # type: ignore[attr-defined]
 
 
 def free_port() -> int:

@@ -18,6 +18,7 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from websockets.asyncio.client import connect
 
 TRACE = False
+LIVE_CHART = "geoflow_live_plot"  # app/live_chart.py's component name
 TITLE_RE = re.compile(r"N=(\d+), NFE=(\d+)")
 
 
@@ -140,8 +141,14 @@ class Session:
             return
         el = d.new_element
         t = el.WhichOneof("type")
+        spec = ""
         if t == "plotly_chart":
             spec = el.plotly_chart.spec
+        elif t == "component_instance" and el.component_instance.component_name.endswith(LIVE_CHART):
+            # the Flows page's live chart (app/live_chart.py): the figure's JSON as a bytes argument
+            arg = next((a for a in el.component_instance.special_args if a.key == "figure"), None)
+            spec = arg.bytes.decode() if arg is not None else ""
+        if spec:
             # the title is in the layout, after the first frame's data: look there first (a figure is
             # megabytes; the load generator shares the server's cores)
             m = (TITLE_RE.search(spec, 0, 400_000) or TITLE_RE.search(spec)) if spec else None

@@ -250,7 +250,7 @@ def cold_start() -> tuple[float, float]:
     with B.serve(ROOT) as srv, B.browser(1) as pages:
         pg = pages[0]
         pg.goto(srv.url)  # type: ignore[attr-defined]
-        pg.wait_for_selector(f"{B.CHART} .scatterlayer .point", timeout=180_000)  # type: ignore[attr-defined]
+        pg.wait_for_function(B.HAS_POINTS, polling="raf", timeout=180_000)  # type: ignore[attr-defined]
         return srv.healthy_s, time.perf_counter() - srv.started
 
 

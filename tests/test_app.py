@@ -16,6 +16,7 @@ import pytest
 import torch
 
 pytest.importorskip("streamlit")
+from app_charts import chart_specs
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from geoflow import export, figures  # noqa: E402
@@ -47,7 +48,7 @@ def flows(**settings) -> dict:
 
 
 def specs(at: AppTest) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    return chart_specs(at)
 
 
 def frame_labels(spec: dict) -> list[str]:
@@ -192,7 +193,7 @@ def test_flows_diverging_sampler_is_a_message_not_a_traceback():
     )
     errors = " ".join(e.value for e in at.error)
     assert "diverged" in errors
-    assert at.get("plotly_chart")  # the frames it reached are still drawn
+    assert chart_specs(at)  # the frames it reached are still drawn
 
 
 def test_flows_absurd_combinations_never_raise():
@@ -210,7 +211,7 @@ def test_flows_absurd_combinations_never_raise():
                 at.session_state["flows.project"] = steps == 2
                 at.run()
                 assert not at.exception, (sde, spacing, name, steps, [e.value for e in at.exception])
-                assert at.get("plotly_chart") or at.error
+                assert chart_specs(at) or at.error
 
 
 def test_flows_curves_w2_and_free_energy_in_the_figure():

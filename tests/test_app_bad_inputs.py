@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app_charts import chart_specs
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -295,7 +296,7 @@ def test_typed_json_mixture_makes_an_exact_density_for_the_flows_page():
     at.session_state["flows.n"] = 60
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    spec = chart_specs(at)[0]
     assert "exact score" in spec["layout"]["title"]["text"]
 
 
@@ -370,11 +371,11 @@ def test_a_corrupt_pretrained_file_marks_only_that_model(pretrained_copy):
     notes = [w.value for w in at.warning]
     assert any("eight\\_gaussians-vp" in w or "eight_gaussians-vp" in w for w in notes), notes
     assert any("sha256" in w or "corrupt" in w for w in notes), notes
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    spec = chart_specs(at)[0]
     assert "exact score" in spec["layout"]["title"]["text"]  # auto fell back to the exact score
     assert run_api.pretrained_available("asymmetric-vp")  # the others work
     other = open_page("flows", {**SMALL["flows"], "density": "asymmetric"})
-    spec = json.loads(other.get("plotly_chart")[0].proto.spec)
+    spec = chart_specs(other)[0]
     assert "pretrained asymmetric-vp" in spec["layout"]["title"]["text"]
     pinned = open_page("flows", {**SMALL["flows"], "score": "pretrained"})  # asked for it by name
     assert any("unavailable" in e.value and "sha256" in e.value for e in pinned.error), [
@@ -403,7 +404,7 @@ def test_an_unreadable_manifest_does_not_stop_the_app(pretrained_copy):
     (pretrained_copy / "MANIFEST.json").write_text("{not json")
     at = open_page("flows", SMALL["flows"])
     assert any("MANIFEST" in w.value for w in at.warning), [w.value for w in at.warning]
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    spec = chart_specs(at)[0]
     assert "exact score" in spec["layout"]["title"]["text"]
     img = open_page("images", SMALL["images"])
     assert not img.exception and (img.error or img.info)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("streamlit")
+from app_charts import chart_specs
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ def run_page(params: dict | None = None, **state) -> AppTest:
 
 
 def animated(at: AppTest) -> list[dict]:
-    return [s for s in (json.loads(c.proto.spec) for c in at.get("plotly_chart")) if "sliders" in s["layout"]]
+    return [s for s in chart_specs(at) if "sliders" in s["layout"]]
 
 
 def decode(arr: dict | list) -> np.ndarray:

@@ -6,12 +6,12 @@ added to a page is walked here without editing this file. Small N and particle c
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("streamlit")
+from app_charts import chart_count, chart_specs
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from geoflow.checkpoints import read_manifest  # noqa: E402
@@ -41,13 +41,12 @@ def options(at: AppTest, key: str) -> list[str]:
 def assert_drawn(at: AppTest, what: str, min_charts: int = 1) -> None:
     assert not at.exception, (what, [e.value for e in at.exception])
     assert not at.error, (what, [e.value for e in at.error])
-    assert len(at.get("plotly_chart")) >= min_charts, what
+    assert chart_count(at) >= min_charts, what
 
 
 def titles(at: AppTest) -> list[str]:
     out = []
-    for c in at.get("plotly_chart"):
-        spec = json.loads(c.proto.spec)
+    for spec in chart_specs(at):
         out.append(spec["layout"].get("title", {}).get("text", ""))
     return out
 
@@ -99,7 +98,7 @@ def test_flows_every_spacing_score_colouring_and_overlay():
         at.session_state["flows.overlays"] = [ov]
         at.run()
         assert_drawn(at, ov)
-        spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+        spec = chart_specs(at)[0]
         assert len(spec["data"]) >= 2, ov  # the overlay's trace beside the particles
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app_charts import chart_specs
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -63,17 +64,15 @@ def flows(params: dict, **state) -> AppTest:
 
 
 def title(at: AppTest) -> str:
-    import json
 
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    spec = chart_specs(at)[0]
     return spec["layout"]["title"]["text"]
 
 
 def first_particles(at: AppTest) -> np.ndarray:
     import base64
-    import json
 
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    spec = chart_specs(at)[0]
     tr = spec["frames"][-1]["data"][-1]
     xs = [np.frombuffer(base64.b64decode(tr[c]["bdata"]), dtype="<f4") for c in ("x", "y")]
     return np.stack(xs, 1)
@@ -122,10 +121,10 @@ def test_sessions_with_the_same_view_share_one_built_figure(counted, monkeypatch
     a = flows({"steps": 4, "n": 80, "seed": 3})
     b = flows({"steps": 4, "n": 80, "seed": 3})
     assert len(builds) == 1
-    assert a.get("plotly_chart")[0].proto.spec == b.get("plotly_chart")[0].proto.spec
+    assert chart_specs(a) == chart_specs(b)
     c = flows({"steps": 4, "n": 80, "seed": 4})  # another view: its own figure
     assert len(builds) == 2 and "N=4," in title(c)
-    assert c.get("plotly_chart")[0].proto.spec != a.get("plotly_chart")[0].proto.spec
+    assert chart_specs(c) != chart_specs(a)
 
 
 def test_the_images_page_revisit_is_served_from_cache(counted):

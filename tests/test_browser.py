@@ -26,17 +26,11 @@ from geoflow.checkpoints import read_manifest
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
+if str(ROOT) not in sys.path:  # the chromium launch settings are the benchmarks' (benchmarks/_browser.py)
+    sys.path.insert(0, str(ROOT))
+from benchmarks._browser import ARGS, CHROMIUM, chart_frame  # noqa: E402
+
 ARTIFACTS = ROOT / "test-artifacts"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 POINTS = ".js-plotly-plot .scatterlayer .point"
 CHART_TIMEOUT_MS = 90_000
 
@@ -114,21 +108,26 @@ def _no_errors(pg) -> None:
     assert errors.count() == 0, errors.all_inner_texts()
 
 
-def _n_frames(pg, i: int = 0) -> int:
-    return pg.evaluate(f"document.querySelectorAll('.js-plotly-plot')[{i}]._transitionData._frames.length")
+def _n_frames(fr, i: int = 0) -> int:
+    return fr.evaluate(f"document.querySelectorAll('.js-plotly-plot')[{i}]._transitionData._frames.length")
 
 
-def _title(pg, i: int = 0) -> str:
-    return pg.evaluate(f"document.querySelectorAll('.js-plotly-plot')[{i}].layout.title.text")
+def _title(fr, i: int = 0) -> str:
+    return fr.evaluate(f"document.querySelectorAll('.js-plotly-plot')[{i}].layout.title.text")
 
 
-def _wait_idle(pg) -> None:
-    """Wait for the script run to finish (the status widget disappears) and the chart to have points."""
+def _wait_idle(pg):
+    """Wait for the script run to finish (the status widget disappears) and the chart to have points.
+
+    Returns the frame that draws the chart (the Flows page's live chart frame, else the page).
+    """
     pg.wait_for_timeout(300)
     pg.wait_for_function(
         "!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=CHART_TIMEOUT_MS
     )
-    pg.wait_for_selector(POINTS, timeout=CHART_TIMEOUT_MS)
+    fr = chart_frame(pg, CHART_TIMEOUT_MS)
+    fr.wait_for_selector(POINTS, timeout=CHART_TIMEOUT_MS)
+    return fr
 
 
 def _slider_left(pg, label: str, presses: int) -> None:
@@ -141,46 +140,47 @@ def _slider_left(pg, label: str, presses: int) -> None:
 def test_flows_page_draws_and_redraws(server, page):
     t0 = time.time()
     page.goto(f"{server}/?steps=20&n=300")
-    page.wait_for_selector(POINTS, timeout=CHART_TIMEOUT_MS)
+    fr = chart_frame(page, CHART_TIMEOUT_MS)  # the Flows page draws in its live chart's frame
+    fr.wait_for_selector(POINTS, timeout=CHART_TIMEOUT_MS)
     first_chart_s = time.time() - t0
-    _wait_idle(page)
+    fr = _wait_idle(page)
     _no_errors(page)
-    assert page.locator(POINTS).count() >= 300
-    frames = _n_frames(page)
+    assert fr.locator(POINTS).count() >= 300
+    frames = _n_frames(fr)
     page.screenshot(path=str(ARTIFACTS / "flows.png"), full_page=True)
 
     # play runs in the browser: the slider advances and the particles move, with no server round trip
     pts = ".js-plotly-plot .scatterlayer .trace:last-child .point"
-    before = page.evaluate(
+    before = fr.evaluate(
         f"Array.from(document.querySelectorAll('{pts}')).slice(0, 20).map(e => e.getAttribute('transform'))"
     )
-    page.locator(".updatemenu-item-text", has_text="Play").first.click()
-    page.wait_for_function(
+    fr.locator(".updatemenu-item-text", has_text="Play").first.click()
+    fr.wait_for_function(
         "document.querySelector('.js-plotly-plot')._fullLayout.sliders[0].active > 2",
         timeout=CHART_TIMEOUT_MS,
     )
-    after = page.evaluate(
+    after = fr.evaluate(
         f"Array.from(document.querySelectorAll('{pts}')).slice(0, 20).map(e => e.getAttribute('transform'))"
     )
     assert before != after
-    page.locator(".updatemenu-item-text", has_text="Pause").first.click()
+    fr.locator(".updatemenu-item-text", has_text="Pause").first.click()
 
     _slider_left(page, "steps N", 10)  # 20 -> 10 steps (each key press may rerun; wait for the last)
-    page.wait_for_function(
+    fr.wait_for_function(
         "document.querySelector('.js-plotly-plot').layout.title.text.includes('N=10,')",
         timeout=CHART_TIMEOUT_MS,
     )
-    _wait_idle(page)
-    assert _n_frames(page) < frames
+    fr = _wait_idle(page)
+    assert _n_frames(fr) < frames
     _no_errors(page)
 
     page.get_by_text("projection step (predict-project)").click()
-    page.wait_for_function(
+    fr.wait_for_function(
         "document.querySelector('.js-plotly-plot').layout.title.text.includes('Predict-project')",
         timeout=CHART_TIMEOUT_MS,
     )
-    _wait_idle(page)
-    assert page.locator(POINTS).count() >= 300
+    fr = _wait_idle(page)
+    assert fr.locator(POINTS).count() >= 300
     _no_errors(page)
     assert "project=True" in page.url
     page.screenshot(path=str(ARTIFACTS / "flows_projection.png"), full_page=True)
@@ -190,7 +190,6 @@ def test_flows_page_draws_and_redraws(server, page):
 @pytest.mark.parametrize("name", ["projection", "maths"])
 def test_page_draws(server, page, name):
     page.goto(f"{server}/{name}?steps=10&n=300")
-    page.wait_for_selector(POINTS, timeout=CHART_TIMEOUT_MS)
     _wait_idle(page)
     _no_errors(page)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -200,7 +199,6 @@ def test_images_page(server, page):
     if "digits-vp" not in read_manifest():
         pytest.skip("no shipped digits-vp model: the Images page needs pretrained image models")
     page.goto(f"{server}/images?img_steps=10&img_n=16")
-    page.wait_for_selector(POINTS, timeout=CHART_TIMEOUT_MS)
     _wait_idle(page)
     _no_errors(page)
     assert page.locator('[data-testid="stImage"] img').count() >= 1
@@ -211,7 +209,6 @@ def test_train_page_drawing_makes_a_density(server, page):
     """Lasso on the drawing grid (plotly selection -> st.plotly_chart on_select), then a density."""
     page.goto(f"{server}/train")
     page.get_by_text("draw", exact=True).click()
-    page.wait_for_selector(POINTS, timeout=CHART_TIMEOUT_MS)
     _wait_idle(page)
     box = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -264,29 +261,29 @@ def _looks_like_particles(px: np.ndarray) -> np.ndarray:
 def test_gradient_flow_overlay_at_three_times(server, page):
     """Both overlays on: contour lines and hollow JKO markers in every frame, distinct from the particles."""
     page.goto(f"{server}/?density=two_moons&steps=20&n=400&overlays=exact%20marginal,JKO%20path")
-    _wait_idle(page)
+    fr = _wait_idle(page)
     _no_errors(page)
-    n = _n_frames(page)
-    i_contour, i_jko, i_part = (_trace_index(page, p) for p in ("p_t", "JKO path", "particles"))
+    n = _n_frames(fr)
+    i_contour, i_jko, i_part = (_trace_index(fr, p) for p in ("p_t", "JKO path", "particles"))
     assert min(i_contour, i_jko, i_part) >= 0 and i_contour < i_jko < i_part  # drawn under the particles
     notes = []
     for f in (0, n // 4, (3 * n) // 4):
-        page.evaluate(
+        fr.evaluate(
             f"Plotly.animate({PLOT}, ['{f}'], {{frame: {{duration: 0, redraw: true}}, mode: 'immediate', "
             "transition: {duration: 0}})"
         )
         page.wait_for_timeout(600)
-        label = page.evaluate(f"{PLOT}.layout.sliders[0].steps[{f}].label").replace(" ", "_").replace("=", "")
-        page.locator(".js-plotly-plot").first.screenshot(path=str(ARTIFACTS / f"overlays_{label}.png"))
-        text = page.evaluate(
+        label = fr.evaluate(f"{PLOT}.layout.sliders[0].steps[{f}].label").replace(" ", "_").replace("=", "")
+        fr.locator(".js-plotly-plot").first.screenshot(path=str(ARTIFACTS / f"overlays_{label}.png"))
+        text = fr.evaluate(
             "Array.from(document.querySelectorAll('.annotation-text')).map(e => e.textContent).join(' ')"
         )
         assert f"frame {f} of {n - 1}" in text and "W2 to JKO" in text and "floor" in text
         notes.append(text)
-        assert page.locator(".js-plotly-plot .contourlayer path").count() > 0  # the p_t lines
-        jko = _hidden_diff(page, i_jko)
-        contour = _hidden_diff(page, i_contour)
-        parts = _hidden_diff(page, i_part)
+        assert fr.locator(".js-plotly-plot .contourlayer path").count() > 0  # the p_t lines
+        jko = _hidden_diff(fr, i_jko)
+        contour = _hidden_diff(fr, i_contour)
+        parts = _hidden_diff(fr, i_part)
         assert len(jko) > 150 and len(contour) > 80 and len(parts) > 150, (len(jko), len(contour), len(parts))
         assert _looks_like_particles(parts).mean() > 0.6
         # JKO markers: near-black rings; contour lines: grey; neither in the particles' colour map
@@ -297,23 +294,23 @@ def test_gradient_flow_overlay_at_three_times(server, page):
 
 def test_comparison_one_slider_moves_both_panels(server, page):
     page.goto(f"{server}/?compare=1&steps=10&n=200&b_steps=5&b_sampler=ddim")
-    _wait_idle(page)
+    fr = _wait_idle(page)
     _no_errors(page)
-    assert page.evaluate(f"{PLOT}.layout.sliders.length") == 1
-    parts = page.evaluate(f"{PLOT}.data.map((t, i) => t.name === 'particles' ? i : -1).filter(i => i >= 0)")
+    assert fr.evaluate(f"{PLOT}.layout.sliders.length") == 1
+    parts = fr.evaluate(f"{PLOT}.data.map((t, i) => t.name === 'particles' ? i : -1).filter(i => i >= 0)")
     assert len(parts) == 2
 
     def positions():
-        return page.evaluate(
+        return fr.evaluate(
             f"[{parts[0]}, {parts[1]}].map(i => Array.from(document.querySelectorAll("
             "'.js-plotly-plot .scatterlayer .trace')[i].querySelectorAll('.point')).slice(0, 10)"
             ".map(e => e.getAttribute('transform')).join(';'))"
         )
 
     before = positions()
-    rail = page.locator(".js-plotly-plot .slider-rail-rect").first.bounding_box()
+    rail = fr.locator(".js-plotly-plot .slider-rail-rect").first.bounding_box()
     page.mouse.click(rail["x"] + 0.75 * rail["width"], rail["y"] + rail["height"] / 2)
-    page.wait_for_function(f"{PLOT}._fullLayout.sliders[0].active > 0", timeout=CHART_TIMEOUT_MS)
+    fr.wait_for_function(f"{PLOT}._fullLayout.sliders[0].active > 0", timeout=CHART_TIMEOUT_MS)
     page.wait_for_timeout(600)
     after = positions()
     assert before[0] != after[0] and before[1] != after[1], "the one slider moved both panels"
@@ -322,11 +319,11 @@ def test_comparison_one_slider_moves_both_panels(server, page):
 
 def test_presentation_flag_hides_the_sidebar(server, page):
     page.goto(f"{server}/?present=1&steps=10&n=300")
-    _wait_idle(page)
+    fr = _wait_idle(page)
     _no_errors(page)
     assert not page.locator('section[data-testid="stSidebar"]').is_visible()
-    assert page.locator(".js-plotly-plot").first.is_visible()
-    assert page.evaluate(f"{PLOT}.layout.font.size") == 24
+    assert fr.locator(".js-plotly-plot").first.is_visible()
+    assert fr.evaluate(f"{PLOT}.layout.font.size") == 24
     page.screenshot(path=str(ARTIFACTS / "flows_present.png"), full_page=True)
 
 
@@ -352,9 +349,8 @@ def test_navigation_icons_render_as_material_symbols(server, page):
 
 def test_zoom_survives_a_settings_change(server, page):
     page.goto(f"{server}/?steps=20&n=300")
-    _wait_idle(page)
-    page.wait_for_function("window.__geoflowZoom !== undefined", timeout=CHART_TIMEOUT_MS)
-    box = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    fr = _wait_idle(page)  # the live chart keeps its plot across reruns (and its zoom per uirevision)
+    box = fr.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(cx - 80, cy - 80)
     page.mouse.down()
@@ -362,15 +358,15 @@ def test_zoom_survives_a_settings_change(server, page):
     page.mouse.move(cx + 80, cy + 80, steps=5)
     page.mouse.up()
     page.wait_for_timeout(600)
-    zoomed = page.evaluate(f"{PLOT}._fullLayout.xaxis.range")
+    zoomed = fr.evaluate(f"{PLOT}._fullLayout.xaxis.range")
     _slider_left(page, "steps N", 2)
-    page.wait_for_function(f"{PLOT}.layout.title.text.includes('N=18,')", timeout=CHART_TIMEOUT_MS)
-    _wait_idle(page)
+    fr.wait_for_function(f"{PLOT}.layout.title.text.includes('N=18,')", timeout=CHART_TIMEOUT_MS)
+    fr = _wait_idle(page)
     try:  # the new chart gets the zoom back once it is drawn (slower on a loaded machine)
-        page.wait_for_function(
+        fr.wait_for_function(
             f"Math.abs({PLOT}._fullLayout.xaxis.range[0] - ({zoomed[0]})) < 1e-6", timeout=20_000
         )
     except Exception:  # noqa: BLE001 - the assertion below reports the ranges
         pass
-    after = page.evaluate(f"{PLOT}._fullLayout.xaxis.range")
+    after = fr.evaluate(f"{PLOT}._fullLayout.xaxis.range")
     assert abs(after[0] - zoomed[0]) < 1e-6 and abs(after[1] - zoomed[1]) < 1e-6, (zoomed, after)

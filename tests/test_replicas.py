@@ -28,16 +28,10 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("replicas")]
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+if str(ROOT) not in sys.path:  # the chromium launch settings are the benchmarks' (benchmarks/_browser.py)
+    sys.path.insert(0, str(ROOT))
+from benchmarks._browser import ARGS, CHROMIUM, PLOT_JS, chart_frame  # noqa: E402
+
 POINTS = ".js-plotly-plot .scatterlayer .point"
 TIMEOUT_MS = 90_000
 N_BROWSERS = 12  # all on one of 2 replicas by chance: probability 2^-11
@@ -141,10 +135,13 @@ def _log_entries(path: Path) -> list[dict]:
     return [m.groupdict() for m in map(LOG_LINE.search, path.read_text().splitlines()) if m]
 
 
-def _wait_idle(pg) -> None:
+def _wait_idle(pg):
+    """Wait for the script run to end and the chart to have points; returns the chart's frame."""
     pg.wait_for_timeout(300)
     pg.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT_MS)
-    pg.wait_for_selector(POINTS, timeout=TIMEOUT_MS)
+    fr = chart_frame(pg, TIMEOUT_MS)
+    fr.wait_for_selector(POINTS, timeout=TIMEOUT_MS)
+    return fr
 
 
 def _no_errors(pg) -> None:
@@ -155,7 +152,7 @@ def _no_errors(pg) -> None:
 
 def _title_has(pg, text: str) -> None:
     pg.wait_for_function(
-        f"(document.querySelector('.js-plotly-plot')?.layout?.title?.text || '').includes({text!r})",
+        f"({PLOT_JS}?.layout?.title?.text || '').includes({text!r})",
         timeout=TIMEOUT_MS,
     )
 
@@ -197,11 +194,10 @@ def test_flows_page_through_the_proxy(proxy, browser):
             if upstream in served:
                 continue  # this replica is covered already; a fresh browser may land on the other one
             t0 = time.time()
-            pg.wait_for_selector(POINTS, timeout=TIMEOUT_MS)
-            _wait_idle(pg)
+            fr = _wait_idle(pg)
             _title_has(pg, "N=20,")
             _no_errors(pg)
-            assert pg.locator(POINTS).count() >= 300
+            assert fr.locator(POINTS).count() >= 300
             # a step change reruns the script over the websocket and redraws the chart
             thumb = pg.locator('[data-testid="stSlider"]').filter(has_text="steps N").get_by_role("slider")
             thumb.focus()

@@ -17,13 +17,13 @@ from dataclasses import dataclass, replace
 import cache
 import comparison
 import history
+import live_chart
 import numpy as np
 import presentation
 import sources
 import state
 import streamlit as st
 import widgets as W
-import zoom
 
 from geoflow import animation, export, figures
 from geoflow.overlays import OVERLAYS, plot_bounds
@@ -213,7 +213,7 @@ def render(s: Settings, r: dict | None) -> None:
     key = ("flows", dataclasses.astuple(s), sources.density_key(s.run.data), src.key, style)
     fig = cache.figure(key, lambda: flow_figure(s, r))  # built and serialised once for every session
     n_f = traj.paths.shape[0]
-    st.plotly_chart(fig, theme=None, key="flow_chart", config={"displaylogo": False})
+    live_chart.live_chart(fig, key="flow_chart", config={"displaylogo": False})
     gradient_flow = {"exact marginal", "JKO path"} & set(s.overlays)
     st.caption(LOOK_FOR if gradient_flow else LOOK_FOR_PLAIN)
     if present:
@@ -272,7 +272,7 @@ def render_comparison(s: Settings, r: dict) -> None:
         uirevision=uirevision(s),
         **presentation.figure_style(),
     )
-    st.plotly_chart(fig, theme=None, key="flow_chart", config={"displaylogo": False})
+    live_chart.live_chart(fig, key="flow_chart", config={"displaylogo": False})
     st.caption(LOOK_FOR_AB)
     if presentation.presenting():
         return
@@ -316,5 +316,4 @@ state.show_notices()
 render(settings, compute(settings))
 if not presentation.presenting():
     history.panel(PAGE)  # after the run is recorded: the list includes the one shown
-zoom.keep_zoom()
 cache.prefetch_view(PAGE, settings.run, toggled_spec(settings))

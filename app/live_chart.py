@@ -1,0 +1,88 @@
+"""The live chart: an animated figure drawn in one persistent plotly div, updated in place.
+
+``st.plotly_chart`` gives a chart a new element id whenever its figure changes, so every rerun
+mounts a new chart (plotly's ``newPlot``), and its frontend copies the figure's JSON through
+``JSON.stringify`` / ``replaceAll`` / ``JSON.parse`` several times; for a 3 MB animation that was
+most of the redraw (benchmarks/RESULTS.md, "app"). This component (``app/live_plot/index.html``)
+keeps one iframe per key: the figure's JSON arrives as raw bytes (no base64, no JSON-in-JSON), is
+parsed once and handed to ``Plotly.react`` on the same div, so a zoom survives (``uirevision``,
+kept in the tab's sessionStorage if the frame is remounted). plotly.js is the plotly Python
+package's own file, copied next to the page once per process: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import plotly
+import streamlit.components.v1 as components
+
+HERE = Path(__file__).resolve().parent
+PAGE = HERE / "live_plot" / "index.html"
+NAME = "geoflow_live_plot"
+
+
+def plotly_js() -> Path:
+    """The plotly.min.js that ships inside the plotly Python package."""
+    path = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+    if not path.is_file():
+        raise FileNotFoundError(f"plotly.js not found at {path}; reinstall the plotly package")
+    return path
+
+
+@lru_cache(maxsize=1)
+def served_dir() -> Path:
+    """A folder holding the page and plotly.js, named by their content (made once per process)."""
+    page = PAGE.read_bytes()
+    js = plotly_js()
+    tag = hashlib.sha256(page + plotly.__version__.encode()).hexdigest()[:12]
+    out = Path(tempfile.gettempdir()) / f"geoflow-live-plot-{tag}"
+    if not (out / "index.html").is_file():
+        tmp = Path(tempfile.mkdtemp(prefix="geoflow-live-plot-", dir=tempfile.gettempdir()))
+        shutil.copyfile(js, tmp / "plotly.min.js")
+        (tmp / "index.html").write_bytes(page)
+        try:
+            tmp.rename(out)
+        except OSError:  # another process made it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+@lru_cache(maxsize=1)
+def _component() -> Any:
+    return components.declare_component(NAME, path=str(served_dir()))
+
+
+def figure_bytes(fig: Any) -> tuple[bytes, str]:
+    """The figure's plotly JSON as UTF-8 and its content hash, kept on the figure after the first call.
+
+    A figure from ``app/cache.figure`` carries its JSON already (``_geoflow_json``); it is shared by
+    every session and never changed, so the bytes are made once for all of them.
+    """
+    cached = getattr(fig, "_geoflow_bytes", None)
+    if cached is None:
+        import plotly.io as pio
+
+        text = getattr(fig, "_geoflow_json", None) or pio.to_json(fig, validate=False)
+        data = text.encode()
+        cached = (data, hashlib.blake2b(data, digest_size=12).hexdigest())
+        fig._geoflow_bytes = cached
+    return cached
+
+
+def live_chart(fig: Any, key: str, config: dict | None = None) -> None:
+    """Draw ``fig`` (an ``AnimatedFigure`` or any plotly figure) in the live chart named ``key``.
+
+    The chart's identity is ``key``: a rerun with another figure updates the same plot. The figure's
+    content hash travels along, so a rerun that draws the same figure again costs the browser nothing.
+    """
+    data, digest = figure_bytes(fig)
+    raw = getattr(fig, "raw", None)
+    height = (raw["layout"] if raw is not None else fig.to_dict()["layout"]).get("height") or 450
+    # ``height`` is the frame's height until the page reports its own (no jump on the first draw)
+    _component()(figure=data, key=key, default=None, config=config or {}, fig_key=digest, height=int(height))
