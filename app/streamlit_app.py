@@ -49,3 +49,6 @@ except Exception as e:  # noqa: BLE001 - the page boundary: a readable message, 
     state.page_failed(pg.title, e)
 finally:
     cache.log_timing(what="script", page=pg.title, ms=1000 * (time.perf_counter() - t0))
+    # once per process, after the first page is on screen (it costs about 2 s of imports): from then
+    # on Streamlit's full GC after each rerun skips the imported modules' objects
+    serving.freeze_startup_heap()
