@@ -3,20 +3,21 @@
 Every figure carries a ``uirevision`` that stays constant while its axes stay (same data, SDE and
 layout). plotly.js keeps a user's zoom across ``Plotly.react`` calls with the same ``uirevision``,
 but Streamlit gives a chart a new element id whenever its figure changes, so the chart is mounted
-afresh and plotly's own memory is lost. :func:`keep_zoom` adds a small script (a zero-height
-component, same origin as the app) that remembers the user's axis ranges per ``uirevision`` in the
-browser tab, and applies them to the next chart with the same ``uirevision``: the zoom outlives the
-rerun, and a double-click (autorange) forgets it. Play and the slider never touch the ranges.
+afresh and plotly's own memory is lost. :func:`keep_zoom` adds a small script to the page itself
+(``st.html`` with its JavaScript allowed; ``components.html`` is deprecated) that remembers the
+user's axis ranges per ``uirevision`` in the browser tab, and applies them to the next chart with
+the same ``uirevision``: the zoom outlives the rerun, and a double-click (autorange) forgets it.
+Play and the slider never touch the ranges.
 """
 
 from __future__ import annotations
 
-import streamlit.components.v1 as components
+import streamlit as st
 
 _SCRIPT = r"""
 <script>
 (function () {
-  const w = window.parent;
+  const w = window; // st.html runs this in the app's own page
   if (!w || w.__geoflowZoom) return;
   const store = (w.__geoflowZoom = {});
   const RANGE = /^[xy]axis[0-9]*\.range(\[[01]\])?$/;
@@ -77,5 +78,5 @@ _SCRIPT = r"""
 
 
 def keep_zoom() -> None:
-    """Install (once per browser tab) the zoom keeper; costs a zero-height element per page run."""
-    components.html(_SCRIPT, height=0)
+    """Install (once per browser tab) the zoom keeper; costs one empty element per page run."""
+    st.html(_SCRIPT, unsafe_allow_javascript=True)

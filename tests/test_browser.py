@@ -347,9 +347,11 @@ def test_navigation_icons_render_as_material_symbols(server, page):
     page.locator('[data-testid="stSidebarNav"]').screenshot(path=str(ARTIFACTS / "navigation_icons.png"))
 
 
-def test_zoom_survives_a_settings_change(server, page):
-    page.goto(f"{server}/?steps=20&n=300")
-    fr = _wait_idle(page)  # the live chart keeps its plot across reruns (and its zoom per uirevision)
+@pytest.mark.parametrize("path", ["", "projection"])
+def test_zoom_survives_a_settings_change(server, page, path):
+    """Flows: the live chart keeps its plot (and zoom per uirevision); Projection: the zoom keeper."""
+    page.goto(f"{server}/{path}?steps=20&n=300")
+    fr = _wait_idle(page)
     box = fr.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(cx - 80, cy - 80)
@@ -360,7 +362,10 @@ def test_zoom_survives_a_settings_change(server, page):
     page.wait_for_timeout(600)
     zoomed = fr.evaluate(f"{PLOT}._fullLayout.xaxis.range")
     _slider_left(page, "steps N", 2)
-    fr.wait_for_function(f"{PLOT}.layout.title.text.includes('N=18,')", timeout=CHART_TIMEOUT_MS)
+    if path:  # the Projection page's titles do not name N: its URL follows the slider
+        page.wait_for_url(re.compile(r"steps=18"), timeout=CHART_TIMEOUT_MS)
+    else:
+        fr.wait_for_function(f"{PLOT}.layout.title.text.includes('N=18,')", timeout=CHART_TIMEOUT_MS)
     fr = _wait_idle(page)
     try:  # the new chart gets the zoom back once it is drawn (slower on a loaded machine)
         fr.wait_for_function(
