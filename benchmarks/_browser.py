@@ -215,6 +215,7 @@ class Change:
     sampler_ms: float = 0.0  # server log: sampler time in this change (0 on a cache hit)
     script_ms: float = float("nan")
     how: str = ""  # hit / miss / shared
+    react_ms: float = float("nan")  # the live chart's JSON.parse + Plotly.react (nan: st.plotly_chart)
 
 
 @dataclass
@@ -250,6 +251,13 @@ class Tab:
         else:
             raise ValueError(action)
 
+    def _live_draw(self) -> dict | None:
+        """The live chart's last draw (``window.__gfDraw`` in its frame), None without a live chart."""
+        for f in self.page.frames:  # type: ignore[attr-defined]
+            if LIVE_CHART_URL in f.url:
+                return f.evaluate("window.__gfDraw || null")
+        return None
+
     def change(self, kind: str, action: str, expect: list[str], timeout_ms: int = 120_000) -> Change:
         pg = self.page
         pg.evaluate("window.__gf.sent = []; window.__gf.recv = []; window.__gf.done = 0;")  # type: ignore[attr-defined]
@@ -258,9 +266,12 @@ class Tab:
         pg.wait_for_function(TITLE_HAS, arg=expect, polling="raf", timeout=timeout_ms)  # type: ignore[attr-defined]
         gf = pg.evaluate("window.__gf")  # type: ignore[attr-defined]
         self.settle()
+        draw = self._live_draw()
         wall1 = time.time()
         t_in, t_done = gf["input"], gf["done"]
         c = Change(kind, t_done - t_in)
+        if draw:
+            c.react_ms = float(draw.get("parse", 0.0)) + float(draw.get("react", 0.0))
         sent = [s for s in gf["sent"] if s >= t_in]
         if sent:
             c.frontend_ms = sent[0] - t_in

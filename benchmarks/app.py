@@ -217,6 +217,8 @@ def summarise(changes: list[B.Change]) -> list[list[object]]:
                 med([c.server_ms for c in cs]),
                 med([c.sampler_ms for c in cs]),
                 med([c.redraw_ms for c in cs]),
+                med([c.react_ms for c in cs]),
+                med([c.script_ms for c in cs]),
                 f"{hits}/{len(cs)}",
                 med([c.chart_bytes / 1e6 for c in cs if c.chart_bytes > 50_000]),
             ]
@@ -291,6 +293,8 @@ def main(argv: list[str] | None = None) -> None:
         "server",
         "sampler",
         "redraw",
+        "of it plotly",
+        "script",
         "cache hits",
         "chart MB",
     ]
@@ -306,7 +310,9 @@ def main(argv: list[str] | None = None) -> None:
             f"**Input to redraw in headless chromium** (ms; a {args.pause:g} s pause after each change; "
             "breakdown columns are medians: frontend = input to the rerun request, server = request to "
             "the chart's message, sampler = the server's sampler time in that change (0 on a cache hit), "
-            "redraw = the chart's message to the new title on screen)"
+            "redraw = the chart's message to the new title on screen, of it plotly = the live chart's "
+            "JSON.parse + Plotly.react (blank for st.plotly_chart), script = the server's whole script run, "
+            "which goes on after the chart's message)"
         )
         for name, rows in walks.items():
             sections.append(f"*{name}* (load average {loads[name]:.1f} when it started)")
