@@ -79,7 +79,9 @@ def freeze_startup_heap() -> int:
     are about 330k of them: 150-300 ms per rerun on this 2-core machine, holding the GIL, so the
     next widget change and the chart's websocket write wait for it (benchmarks/RESULTS.md, app).
     Module-level objects live as long as the process anyway; ``gc.freeze`` keeps them out of every
-    later collection, and the runs, figures and sessions made afterwards are still collected.
+    later collection, and the runs, figures and sessions made afterwards are still collected. What
+    the first page made is frozen with them: freed by reference counting when the cache evicts it,
+    but a reference cycle in it (a plotly figure's parent links) stays, a one-time few MB.
 
     Returns:
         The number of objects frozen (0 on every call after the first).
