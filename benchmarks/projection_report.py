@@ -167,6 +167,12 @@ def per_budget(c: Case) -> list[dict]:
     return out
 
 
+VACUOUS = (
+    "within 1.25x only vacuously: EM at N = 1000 is worse than the N = 10 sampler, so more steps make "
+    "this model's samples worse and its score, not the sampler, is the limit (section score_error)"
+)
+
+
 def goal_fast(c: Case) -> dict | None:
     """Best N = 10 sampler against EM at N = 1000, above the floor."""
     ref = c.get("euler_maruyama", 1000)
@@ -181,8 +187,12 @@ def goal_fast(c: Case) -> dict | None:
         return c.excess(s) / er if er > 0 else math.inf
 
     met = c.excess(best) <= GOAL_FACTOR * max(er, 0.0)
+    # EM at N = 1000 worse than a 10-step sampler: the reference has not converged to the model's
+    # own distribution, so "met" says the score is off (more steps follow it further), not that
+    # few-step sampling is as good as many steps
+    vacuous = met and c.excess(best) < er
     return {"ref": ref, "best": best, "factor": factor(best), "met": met, "cheap": cheap,
-            "cheap_factor": factor(cheap)}  # fmt: skip
+            "cheap_factor": factor(cheap), "vacuous": vacuous}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- tables
@@ -263,7 +273,8 @@ def goal_table(cs: list[Case]) -> str:
             continue
         rows.append([
             c.data, f"{c.floor:.4g}", g["ref"].cell(seeds_of=c.seeds),
-            f"{g['best'].method}: {g['best'].cell()}", f"{g['factor']:.2f}", "**yes**" if g["met"] else "no",
+            f"{g['best'].method}: {g['best'].cell()}", f"{g['factor']:.2f}",
+            "vacuous: EM N=1000 is the worse" if g.get("vacuous") else "**yes**" if g["met"] else "no",
             f"{g['cheap'].method}: {g['cheap'].cell()}", f"{g['cheap_factor']:.2f}",
         ])  # fmt: skip
     return md_table(
@@ -323,7 +334,7 @@ def measured_findings(cs: list[Case]) -> str:
         goal = (
             f"best N = 10 sampler {g['best'].method} ({g['best'].mean:.4g}, {g['best'].nfe} NFE) has "
             f"{g['factor']:.2f}x the excess of EM at N = 1000 ({g['ref'].mean:.4g}, floor {c.floor:.4g}): "
-            + ("within 1.25x" if g["met"] else "not within 1.25x")
+            + (VACUOUS if g.get("vacuous") else "within 1.25x" if g["met"] else "not within 1.25x")
             if g
             else "EM at N = 1000 not measured"
         )

@@ -57,3 +57,20 @@ def test_rows_through_run_and_report(tmp_path):
     P.save_cache(cache, path)
     body = R.body(json.loads(path.read_text()))
     assert "unipc" in body and "predict_project_reuse" in body and "three_component" in body
+
+
+def _row(method: str, n: int, nfe: int, value: float, seed: int = 0) -> dict:
+    return {"data": "d", "method": method, "N": n, "sampler": method, "family": "standard", "nfe": nfe,
+            "final_denoise": True, "strength": None, "value": value, "cpu_s": 0.1, "seed": seed}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "em_1000, met, vacuous", [(10.0, True, True), (1.5, False, False), (2.9, True, False)]
+)
+def test_goal_is_vacuous_when_em_at_1000_steps_is_worse_than_ten_steps(em_1000, met, vacuous):
+    """A reference worse than the few-step sampler is flagged, not reported as the goal met."""
+    floor = {"metric": "m", "model": "x", "mean": 1.0, "std": 0.0, "draws": 1}
+    rows = [_row("unipc", 10, 10, v, s) for s, v in enumerate((3.0, 3.0))]
+    rows.append(_row("euler_maruyama", 1000, 1000, em_1000))
+    g = R.goal_fast(R.Case("d|m", floor, rows))
+    assert g is not None and (g["met"], g["vacuous"]) == (met, vacuous)
