@@ -188,6 +188,11 @@ def figure(key: tuple, build) -> Any:
     return value
 
 
+def drop_figures() -> int:
+    """Drop every cached figure from the run cache (the runs stay); returns how many went."""
+    return RUNS.drop_where(lambda key: isinstance(key, tuple) and bool(key) and key[0] == "figure")
+
+
 def overlay_arrays(
     which: tuple[str, ...],
     spec: run.RunSpec,

@@ -71,7 +71,7 @@ def set_server_threads() -> int:
     return torch.get_num_threads()
 
 
-def freeze_startup_heap() -> int:
+def freeze_startup_heap(release: Callable[[], None] | None = None) -> int:
     """Import the pages' modules and move every object alive now out of the cyclic GC, once per process.
 
     Streamlit runs ``gc.collect(2)`` after every script run (``runner.postScriptGC``). A full
@@ -79,21 +79,28 @@ def freeze_startup_heap() -> int:
     are about 330k of them: 150-300 ms per rerun on this 2-core machine, holding the GIL, so the
     next widget change and the chart's websocket write wait for it (benchmarks/RESULTS.md, app).
     Module-level objects live as long as the process anyway; ``gc.freeze`` keeps them out of every
-    later collection, and the runs, figures and sessions made afterwards are still collected. What
-    the first page made is frozen with them: freed by reference counting when the cache evicts it,
-    but a reference cycle in it (a plotly figure's parent links) stays, a one-time few MB.
+    later collection, and the runs, figures and sessions made afterwards are still collected.
+    Anything alive at the freeze is never collected as a cycle again, so ``release`` first lets go
+    of the first page's figures (a plotly figure is a reference cycle, tens of MB for the largest
+    settings; its runs are plain arrays, freed by reference counting whenever they are evicted);
+    that page's next rerun builds its figure again, once per process.
+
+    Args:
+        release: called before the collection, to drop caches (None: nothing to drop).
 
     Returns:
         The number of objects frozen (0 on every call after the first).
     """
     global _HEAP_FROZEN
-    if _HEAP_FROZEN:
+    if _HEAP_FROZEN or os.environ.get("GEOFLOW_GC_FREEZE", "1") == "0":  # "0": off, for a benchmark's A/B
         return 0
     for name in PAGE_MODULES:
         try:
             importlib.import_module(name)
         except ImportError:  # an optional extra that is not installed: its page says so itself
             pass
+    if release is not None:
+        release()
     gc.collect()
     gc.freeze()
     _HEAP_FROZEN = True
@@ -168,6 +175,14 @@ class ByteLRU:
         with self._lock:
             self._data.clear()
             self.bytes = 0
+
+    def drop_where(self, pred: Callable[[Hashable], bool]) -> int:
+        """Remove the entries whose key satisfies ``pred``; returns how many went."""
+        with self._lock:
+            keys = [k for k in self._data if pred(k)]
+            for k in keys:
+                self.bytes -= self._data.pop(k)[1]
+            return len(keys)
 
     def peek(self, key: Hashable) -> Any | None:
         """The stored value (marks it recently used), or None."""

@@ -50,5 +50,6 @@ except Exception as e:  # noqa: BLE001 - the page boundary: a readable message, 
 finally:
     cache.log_timing(what="script", page=pg.title, ms=1000 * (time.perf_counter() - t0))
     # once per process, after the first page is on screen (it costs about 2 s of imports): from then
-    # on Streamlit's full GC after each rerun skips the imported modules' objects
-    serving.freeze_startup_heap()
+    # on Streamlit's full GC after each rerun skips the imported modules' objects; the first page's
+    # cached figures (reference cycles) are dropped first, so that none of them is frozen for good
+    serving.freeze_startup_heap(release=cache.drop_figures)

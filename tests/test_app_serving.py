@@ -362,6 +362,7 @@ FREEZE_CHILD = """
 import gc, sys
 sys.path.insert(0, sys.argv[1])
 from streamlit.testing.v1 import AppTest
+import cache
 import serving
 assert gc.get_freeze_count() == 0
 at = AppTest.from_file(sys.argv[2], default_timeout=120)
@@ -371,7 +372,9 @@ at.run()
 assert not at.exception, at.exception
 frozen = gc.get_freeze_count()
 gc.collect(2)
-print(frozen, len(gc.get_objects()), serving.freeze_startup_heap())
+keys = list(cache.RUNS._data)
+figures = sum(1 for k in keys if k[0] == "figure")
+print(len(keys) - figures, figures, frozen, len(gc.get_objects()), serving.freeze_startup_heap())
 """
 
 
@@ -385,7 +388,17 @@ def test_first_run_freezes_the_imported_heap_so_the_gc_after_each_rerun_skips_it
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    frozen, tracked, again = (int(v) for v in out.stdout.split()[-3:])
+    runs, figures, frozen, tracked, again = (int(v) for v in out.stdout.split()[-5:])
+    assert runs >= 1 and figures == 0  # the first page's figure (a cycle) was dropped, not frozen
     assert frozen > 100_000  # torch, plotly, streamlit, POT, sklearn: module objects for good
     assert tracked < frozen / 3  # a full collection now walks a small part of the heap
     assert again == 0  # once per process
+
+
+def test_drop_where_removes_only_the_matching_entries_and_their_bytes():
+    lru = serving.ByteLRU(1000)
+    lru.put(("figure", 1), "a", size=100)
+    lru.put(("run", 1), "b", size=200)
+    lru.put(("figure", 2), "c", size=300)
+    assert lru.drop_where(lambda k: k[0] == "figure") == 2
+    assert list(lru._data) == [("run", 1)] and lru.bytes == 200
