@@ -156,7 +156,7 @@ def test_flows_page_draws_and_redraws(server, page):
     )
     fr.locator(".updatemenu-item-text", has_text="Play").first.click()
     fr.wait_for_function(
-        "document.querySelector('.js-plotly-plot')._fullLayout.sliders[0].active > 2",
+        "Number(document.getElementById('frame').value) > 2",  # the live chart's frame slider follows play
         timeout=CHART_TIMEOUT_MS,
     )
     after = fr.evaluate(
@@ -164,6 +164,17 @@ def test_flows_page_draws_and_redraws(server, page):
     )
     assert before != after
     fr.locator(".updatemenu-item-text", has_text="Pause").first.click()
+    # the frame slider is a keyboard-operable range input; its label names the frame's time
+    page.wait_for_timeout(300)
+    at = int(fr.evaluate("document.getElementById('frame').value"))
+    shown = fr.evaluate(f"document.querySelector('{pts}').getAttribute('transform')")
+    fr.locator("#frame").focus()
+    for _ in range(3):
+        fr.locator("#frame").press("ArrowRight" if at < frames - 4 else "ArrowLeft")
+    page.wait_for_timeout(300)
+    assert abs(int(fr.evaluate("document.getElementById('frame').value")) - at) == 3
+    assert fr.evaluate(f"document.querySelector('{pts}').getAttribute('transform')") != shown
+    assert "t=" in fr.evaluate("document.getElementById('frame-label').textContent")
 
     _slider_left(page, "steps N", 10)  # 20 -> 10 steps (each key press may rerun; wait for the last)
     fr.wait_for_function(
@@ -273,7 +284,8 @@ def test_gradient_flow_overlay_at_three_times(server, page):
             "transition: {duration: 0}})"
         )
         page.wait_for_timeout(600)
-        label = fr.evaluate(f"{PLOT}.layout.sliders[0].steps[{f}].label").replace(" ", "_").replace("=", "")
+        label = fr.evaluate("document.getElementById('frame-label').textContent")
+        label = label.replace(" ", "_").replace("=", "")
         fr.locator(".js-plotly-plot").first.screenshot(path=str(ARTIFACTS / f"overlays_{label}.png"))
         text = fr.evaluate(
             "Array.from(document.querySelectorAll('.annotation-text')).map(e => e.textContent).join(' ')"
@@ -296,7 +308,7 @@ def test_comparison_one_slider_moves_both_panels(server, page):
     page.goto(f"{server}/?compare=1&steps=10&n=200&b_steps=5&b_sampler=ddim")
     fr = _wait_idle(page)
     _no_errors(page)
-    assert fr.evaluate(f"{PLOT}.layout.sliders.length") == 1
+    assert fr.locator('[data-testid="frame-slider"] input[type=range]').count() == 1  # one frame slider
     parts = fr.evaluate(f"{PLOT}.data.map((t, i) => t.name === 'particles' ? i : -1).filter(i => i >= 0)")
     assert len(parts) == 2
 
@@ -308,9 +320,9 @@ def test_comparison_one_slider_moves_both_panels(server, page):
         )
 
     before = positions()
-    rail = fr.locator(".js-plotly-plot .slider-rail-rect").first.bounding_box()
+    rail = fr.locator("#frame").bounding_box()
     page.mouse.click(rail["x"] + 0.75 * rail["width"], rail["y"] + rail["height"] / 2)
-    fr.wait_for_function(f"{PLOT}._fullLayout.sliders[0].active > 0", timeout=CHART_TIMEOUT_MS)
+    fr.wait_for_function("Number(document.getElementById('frame').value) > 0", timeout=CHART_TIMEOUT_MS)
     page.wait_for_timeout(600)
     after = positions()
     assert before[0] != after[0] and before[1] != after[1], "the one slider moved both panels"
