@@ -6,8 +6,10 @@ mounts a new chart (plotly's ``newPlot``), and its frontend copies the figure's 
 most of the redraw (benchmarks/RESULTS.md, "app"). This component (``app/live_plot/index.html``)
 keeps one iframe per key: the figure's JSON arrives as raw bytes (no base64, no JSON-in-JSON), is
 parsed once and handed to ``Plotly.react`` on the same div, so a zoom survives (``uirevision``,
-kept in the tab's sessionStorage if the frame is remounted). plotly.js is the plotly Python
-package's own file, copied next to the page once per process: nothing is downloaded.
+kept in the tab's sessionStorage if the frame is remounted). The figure's frame slider is drawn by
+the page as an HTML range input (plotly's own slider lays out its ~200 labelled steps on every
+redraw); Play / Pause remain plotly's buttons. plotly.js is the plotly Python package's own file,
+copied next to the page once per process: nothing is downloaded.
 """
 
 from __future__ import annotations
