@@ -28,6 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "app") not in sys.path:  # the app's modules (its live chart's component name)
+    sys.path.insert(0, str(ROOT / "app"))
+
+from live_chart import NAME as LIVE_CHART_URL  # noqa: E402 - the Flows page's live chart frame
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
     "--headless",
@@ -93,9 +98,6 @@ TITLE_HAS = (
 }
 """
 )
-
-
-LIVE_CHART_URL = "geoflow_live_plot"  # the Flows page's live chart frame (app/live_chart.py)
 
 
 def chart_frame(pg: object, timeout_ms: int = 90_000) -> object:

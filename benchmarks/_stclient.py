@@ -17,8 +17,9 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from websockets.asyncio.client import connect
 
+from benchmarks._browser import LIVE_CHART_URL as LIVE_CHART  # app/live_chart.py's component name
+
 TRACE = False
-LIVE_CHART = "geoflow_live_plot"  # app/live_chart.py's component name
 TITLE_RE = re.compile(r"N=(\d+), NFE=(\d+)")
 
 

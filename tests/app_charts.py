@@ -8,10 +8,15 @@ argument ``figure``. Both come back here as plotly figure dicts, plotly charts f
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-LIVE_CHART = "geoflow_live_plot"
+if str(Path(__file__).resolve().parents[1] / "app") not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))
+
+from live_chart import NAME as LIVE_CHART  # noqa: E402
 
 
 def live_charts(at: AppTest) -> list:
