@@ -284,9 +284,13 @@ def prefetch(
     """Compute ``specs`` in the background while the server is idle (likely next views); returns how many.
 
     Each run gives way to interactive work at its next score evaluation (``serving.preemptible``);
-    results land in the shared cache under the keys :func:`trajectory` looks up.
+    results land in the shared cache under the keys :func:`trajectory` looks up. A 2-D run's
+    final-quality numbers (exact W2 at n = 1000, as long as the run itself) follow it, under the key
+    :func:`final_quality` looks up, so a prefetched step change computes nothing after its chart
+    either. That W2 is one POT call and cannot give way midway: an interactive change arriving
+    during it waits for it (0.1-0.2 s), where without the prefetch its own run would compute it.
     """
-    tasks = []
+    tasks: list[tuple[tuple, Any]] = []
     for spec in specs:
         try:
             spec.validate()
@@ -294,13 +298,27 @@ def prefetch(
             continue
         src = serving.preemptible(_source, PREFETCH.busy)
 
-        def compute(spec: run.RunSpec = spec, src: run.ScoreSource = src) -> run.Trajectory:
+        made: dict[str, run.Trajectory] = {}
+
+        def compute(
+            spec: run.RunSpec = spec, src: run.ScoreSource = src, made: dict = made
+        ) -> run.Trajectory:
             c0 = time.perf_counter()
-            traj = run.run(spec, density=_density, source=src)
+            made["traj"] = traj = run.run(spec, density=_density, source=src)
             log_timing(what="prefetch", ms=1000 * (time.perf_counter() - c0), steps=spec.steps)
             return traj
 
         tasks.append((("trajectory", spec, density_key, source_key), compute))
+        if _density is None:  # an image run: its page measures quality otherwise
+            continue
+
+        def quality(spec: run.RunSpec = spec, made: dict = made) -> dict:
+            traj = made.get("traj")
+            if traj is None or traj.error:  # computed before (its numbers too) or diverged: leave it
+                raise serving.Skipped
+            return overlays.final_quality(spec, _density, traj.final, False)
+
+        tasks.append((("final quality", spec, density_key, source_key, False), quality))
     return PREFETCH.submit(session_id(), tasks)
 
 

@@ -342,6 +342,10 @@ class WorkQueue:
                 self._cv.notify_all()
 
 
+class Skipped(Exception):
+    """A prefetch task found nothing to do (what it derives from is not there): neither done nor failed."""
+
+
 class Preempted(Exception):
     """A background computation gave way to interactive work."""
 
@@ -463,6 +467,8 @@ class Prefetcher:
             try:
                 self.cache.get_or_compute(task.key, task.compute, prefetched=True)
                 self.done += 1
+            except Skipped:
+                continue
             except Preempted:
                 self.abandoned += 1
                 task.tries += 1

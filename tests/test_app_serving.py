@@ -145,20 +145,31 @@ def test_the_images_page_revisit_is_served_from_cache(counted):
 def test_idle_prefetch_computes_the_next_step_count(counted, monkeypatch):
     monkeypatch.setattr(cache.PREFETCH, "enabled", True)
     monkeypatch.setattr(cache.PREFETCH, "idle_s", 0.0)
+    quality: list[tuple[str, int]] = []  # final-quality numbers (exact W2) computed, by thread
+    real_quality = cache.overlays.final_quality
+
+    def counting_quality(spec, *a, **kw):
+        quality.append((threading.current_thread().name, spec.steps))
+        return real_quality(spec, *a, **kw)
+
+    monkeypatch.setattr(cache.overlays, "final_quality", counting_quality)
     at = flows({"steps": 8, "n": 100})
     deadline = time.time() + 60
     while time.time() < deadline:  # the background thread computes 9 and 7 (then the toggle, 10)
-        done = {s for name, s in counted if name == "geoflow-prefetch"}
+        done = {s for name, s in quality if name == "geoflow-prefetch"}
         if {7, 9} <= done and cache.PREFETCH.pending() == 0:
             break
         time.sleep(0.1)
     assert {7, 9} <= {s for name, s in counted if name == "geoflow-prefetch"}, counted
+    assert {7, 9} <= {s for name, s in quality if name == "geoflow-prefetch"}, quality  # and their numbers
     foreground = [s for name, s in counted if name != "geoflow-prefetch"]
+    foreground_quality = [s for name, s in quality if name != "geoflow-prefetch"]
     hits = cache.RUNS.stats.prefetched_hits
     at.session_state["flows.steps"] = 9
     at.run()
     assert not at.exception and "N=9," in title(at)
     assert [s for name, s in counted if name != "geoflow-prefetch"] == foreground  # no foreground run
+    assert [s for name, s in quality if name != "geoflow-prefetch"] == foreground_quality  # nor its W2
     assert cache.RUNS.stats.prefetched_hits > hits
 
 
