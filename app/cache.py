@@ -140,28 +140,6 @@ def cached(key: tuple, compute, spinner: str | None = None) -> Any:
     return value
 
 
-def _install_figure_json() -> None:
-    """Let ``plotly.io.to_json`` (what st.plotly_chart calls) return a figure's JSON made once.
-
-    Only figures from :func:`figure` carry it; any other figure is encoded as before.
-    """
-    import plotly.io as pio
-
-    if getattr(pio.to_json, "_geoflow", False):
-        return
-    original = pio.to_json
-
-    def to_json(fig, *args, **kwargs):
-        made = getattr(fig, "_geoflow_json", None)
-        if made is not None and not args and set(kwargs) <= {"validate"}:
-            return made
-        return original(fig, *args, **kwargs)
-
-    to_json._geoflow = True  # type: ignore[attr-defined]
-    to_json._original = original  # type: ignore[attr-defined]
-    pio.to_json = to_json
-
-
 def figure(key: tuple, build) -> Any:
     """A built animated figure and its JSON, shared by every session whose view has the same ``key``.
 
@@ -173,18 +151,16 @@ def figure(key: tuple, build) -> Any:
     ``AnimatedFigure`` is never changed after it is built (its ``to_dict`` is its raw content), so
     the JSON stays its own.
     """
-    import plotly.io as pio
-
-    _install_figure_json()
 
     def make() -> Any:
         fig = build()
-        fig._geoflow_json = pio.to_json._original(fig, validate=False)  # type: ignore[attr-defined]
-        live_chart.figure_bytes(fig)  # the bytes the live chart sends, made once for every session
+        live_chart.figure_bytes(fig)  # the JSON bytes the live chart sends, made once for every session
         return fig
 
-    # the JSON text (str) and its UTF-8 bytes
-    value, _ = RUNS.get_or_compute(("figure", *key), make, size=lambda f: 3 * len(f._geoflow_json))
+    # the raw figure (arrays as base64 text) and its JSON bytes
+    value, _ = RUNS.get_or_compute(
+        ("figure", *key), make, size=lambda f: 2 * len(live_chart.figure_bytes(f)[0])
+    )
     return value
 
 
@@ -253,6 +229,11 @@ def frame_agreement(
     )
 
 
+def quality_key(spec: run.RunSpec, density_key: str, source_key: str, diverged: bool) -> tuple:
+    """The run-cache key of a run's final-quality numbers (the page and the prefetch share it)."""
+    return ("final quality", spec, density_key, source_key, diverged)
+
+
 def final_quality(
     spec: run.RunSpec,
     density_key: str,
@@ -268,7 +249,7 @@ def final_quality(
     that has moved on leaves the queue instead of computing numbers nobody will see.
     """
     return _heavy(
-        ("final quality", spec, density_key, source_key, diverged),
+        quality_key(spec, density_key, source_key, diverged),
         lambda: overlays.final_quality(spec, _density, _final, diverged),
         None,
     )
@@ -318,7 +299,7 @@ def prefetch(
                 raise serving.Skipped
             return overlays.final_quality(spec, _density, traj.final, False)
 
-        tasks.append((("final quality", spec, density_key, source_key, False), quality))
+        tasks.append((quality_key(spec, density_key, source_key, False), quality))
     return PREFETCH.submit(session_id(), tasks)
 
 

@@ -63,15 +63,14 @@ def _component() -> Any:
 def figure_bytes(fig: Any) -> tuple[bytes, str]:
     """The figure's plotly JSON as UTF-8 and its content hash, kept on the figure after the first call.
 
-    A figure from ``app/cache.figure`` carries its JSON already (``_geoflow_json``); it is shared by
-    every session and never changed, so the bytes are made once for all of them.
+    A figure from ``app/cache.figure`` is shared by every session and never changed, so its bytes
+    are made once for all of them.
     """
     cached = getattr(fig, "_geoflow_bytes", None)
     if cached is None:
         import plotly.io as pio
 
-        text = getattr(fig, "_geoflow_json", None) or pio.to_json(fig, validate=False)
-        data = text.encode()
+        data = pio.to_json(fig, validate=False).encode()
         cached = (data, hashlib.blake2b(data, digest_size=12).hexdigest())
         fig._geoflow_bytes = cached
     return cached
