@@ -247,13 +247,27 @@ def browser_configs(
     return out, loads
 
 
-def cold_start() -> tuple[float, float]:
-    """Seconds from `streamlit run` to health OK and to the first chart's points drawn in chromium."""
-    with B.serve(ROOT) as srv, B.browser(1) as pages:
-        pg = pages[0]
-        pg.goto(srv.url)  # type: ignore[attr-defined]
-        pg.wait_for_function(B.HAS_POINTS, polling="raf", timeout=180_000)  # type: ignore[attr-defined]
-        return srv.healthy_s, time.perf_counter() - srv.started
+def cold_start(repeats: int = 3) -> list[list[object]]:
+    """Seconds from `streamlit run` (as `make run` starts it) to health OK and to the first chart's points.
+
+    The browser is open before the server starts, as a user's is: chromium's own start (1-2 s here)
+    is not the app's. Each start is a fresh server process and a fresh browser context (nothing
+    cached). One row: starts, median s to health, median and max s to the first chart, target, met.
+    """
+    health, chart = [], []
+    with B.browser(1) as pages:
+        for _ in range(repeats):
+            ctx = pages[0].context.browser.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+            pg = ctx.new_page()
+            with B.serve(ROOT) as srv:
+                pg.goto(srv.url)
+                pg.wait_for_function(B.HAS_POINTS, polling="raf", timeout=180_000)
+                health.append(srv.healthy_s)
+                chart.append(time.perf_counter() - srv.started)
+            ctx.close()
+    med_chart = statistics.median(chart)
+    ok = "yes" if med_chart <= TARGET_COLD_S else "NO"
+    return [[repeats, statistics.median(health), med_chart, max(chart), TARGET_COLD_S, ok]]
 
 
 # --------------------------------------------------------------------------- report
@@ -339,11 +353,12 @@ def main(argv: list[str] | None = None) -> None:
         md_table(["figure", "frames", "particles", "MB", "target MB", "met"], size_rows),
     ]
     if cold is not None:
-        sections.append(
-            f"**Cold start** (`streamlit run` on 127.0.0.1, as `make run` starts it, to the first chart's "
-            f"points in chromium; target <= {TARGET_COLD_S:.0f} s): server healthy after {cold[0]:.1f} s, "
-            f"first chart after {cold[1]:.1f} s ({'met' if cold[1] <= TARGET_COLD_S else 'NOT met'})."
-        )
+        sections += [
+            "**Cold start**: `streamlit run` on 127.0.0.1, as `make run` starts it, to "
+            "the first chart's points in a chromium that was open before (a fresh context each time); "
+            f"target <= {TARGET_COLD_S:.0f} s, on the median:",
+            md_table(["starts", "health s", "first chart s (median)", "max s", "target s", "met"], cold),
+        ]
     body = "\n\n".join(sections)
     given = list(argv if argv is not None else sys.argv[1:])
     if "--results" in given:

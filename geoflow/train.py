@@ -198,31 +198,36 @@ def sample_train_times(sde: SDE, n: int, g: torch.Generator) -> torch.Tensor:
 EDM_P_MEAN, EDM_P_STD, EDM_UNIFORM = -1.2, 1.2, 0.2
 
 
-def edm_train_times(sde: SDE, n: int, g: torch.Generator) -> torch.Tensor:
+def edm_train_times(sde: SDE, n: int, g: torch.Generator, p_mean: float = EDM_P_MEAN) -> torch.Tensor:
     """Training times (n,), float64, for the ``"edm"`` parametrization.
 
-    ``log sigma~ ~ N(-1.2, 1.2^2)`` mapped to t through the log-SNR ``lambda = -log sigma~``
-    (clipped to [t_min, T]); a fraction ``EDM_UNIFORM`` comes from :func:`sample_train_times`, so
-    the largest and smallest noise levels, which the samplers visit, are still trained.
+    ``log sigma~ ~ N(p_mean, 1.2^2)`` (EDM's ``p_mean = -1.2``; a larger one trains the high noise
+    levels, where a sample's class is decided, more often) mapped to t through the log-SNR
+    ``lambda = -log sigma~`` (clipped to [t_min, T]); a fraction ``EDM_UNIFORM`` comes from
+    :func:`sample_train_times`, so the largest and smallest noise levels, which the samplers visit,
+    are still trained.
     """
-    log_sig = EDM_P_MEAN + EDM_P_STD * torch.randn(n, generator=g, dtype=torch.float64)
+    log_sig = p_mean + EDM_P_STD * torch.randn(n, generator=g, dtype=torch.float64)
     lam = (-log_sig).clamp(float(sde.log_snr(sde.T)), float(sde.log_snr(sde.t_min)))
     t = sde.t_from_log_snr(lam).clamp(sde.t_min, sde.T)
     pick = torch.rand(n, generator=g) < EDM_UNIFORM
     return torch.where(pick, sample_train_times(sde, n, g), t)
 
 
-def dsm_loss(model: ScoreModel, x0: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def dsm_loss(
+    model: ScoreModel, x0: torch.Tensor, g: torch.Generator, p_mean: float = EDM_P_MEAN
+) -> torch.Tensor:
     """One minibatch of the denoising score matching loss.
 
     ``"eps"`` models: ``|eps_hat - z|^2`` at :func:`sample_train_times`. ``"edm"`` models: EDM's
     weighting ``|D - x_0|^2 / c_out^2 = (1 + sigma~^2 / s_data^2) |eps_hat - z|^2`` (a unit-variance
-    target for the network at every noise level) at :func:`edm_train_times`. Any positive
+    target for the network at every noise level) at :func:`edm_train_times` (``p_mean``). Any positive
     weighting keeps the true score as the optimum. Both are divided by the dimension.
     """
     sde = model.sde
     edm = model.param == "edm"
-    t = (edm_train_times if edm else sample_train_times)(sde, x0.shape[0], g).to(x0.device)
+    b = x0.shape[0]
+    t = (edm_train_times(sde, b, g, p_mean) if edm else sample_train_times(sde, b, g)).to(x0.device)
     z = torch.randn(x0.shape, generator=g).to(x0.device, x0.dtype)
     eps = model.eps(sde.marginal_sample(x0, t, noise=z), t)
     per = ((eps - z) ** 2).flatten(1).sum(1)
@@ -239,18 +244,20 @@ def train_score(
     progress: Progress | None = None,
     should_stop: StopFlag | None = None,
     ddp: DistContext | None = None,
+    p_mean: float = EDM_P_MEAN,
 ) -> dict:
     """Train ``model`` by denoising score matching on minibatches from ``data(n, generator)``.
 
     Returns the loop's summary dict; the model ends in eval mode with its EMA weights. ``ddp``: one
     rank of a data-parallel job (see :func:`optimise`); ``cfg.batch_size`` is then per rank.
+    ``p_mean``: an ``"edm"`` model's training noise levels (:func:`edm_train_times`).
     """
     check_training_memory(model.net, cfg.batch_size)
     device = torch.device(cfg.device if ddp is None else ddp.device)
     model.to(device)
 
     def loss_fn(g: torch.Generator) -> torch.Tensor:
-        return dsm_loss(model, data(cfg.batch_size, g).to(device), g)
+        return dsm_loss(model, data(cfg.batch_size, g).to(device), g, p_mean)
 
     out = optimise(model, loss_fn, cfg, progress, should_stop, ddp=ddp)
     model.to("cpu")
@@ -443,6 +450,7 @@ def train_image_score(
     ddp: DistContext | None = None,
     param: str = "eps",
     base_ch: int | None = None,
+    p_mean: float = EDM_P_MEAN,
 ) -> tuple[ScoreModel, dict]:
     """Train a U-Net score model on an image set's training split by denoising score matching.
 
@@ -450,14 +458,16 @@ def train_image_score(
 
     ``cfg.seed`` fixes both the initial weights and the minibatch/noise draws, so a run is
     reproducible. ``ddp``: one rank of a data-parallel job (see :func:`optimise`). ``param`` and
-    ``base_ch``: as in :func:`make_image_score_model`.
+    ``base_ch``: as in :func:`make_image_score_model`; ``p_mean``: as in :func:`edm_train_times`.
 
     Returns:
         the trained model (on the CPU, eval mode, EMA weights) and the loop's summary dict.
     """
     model = make_image_score_model(name, sde, seed=cfg.seed, param=param, base_ch=base_ch)
     x, _ = load_image_set(name, "train")
-    summary = train_score(model, data_fn_from_tensor(x), cfg, progress, should_stop, ddp=ddp)
+    summary = train_score(model, data_fn_from_tensor(x), cfg, progress, should_stop, ddp=ddp, p_mean=p_mean)
+    if param == "edm":
+        summary["p_mean"] = p_mean
     return model, summary
 
 

@@ -30,7 +30,7 @@ from geoflow.images import load_image_set  # noqa: E402
 from geoflow.metrics import image_quality, memorisation  # noqa: E402
 from geoflow.run import RunSpec, model_source, run  # noqa: E402
 from geoflow.sde import VPSDE  # noqa: E402
-from geoflow.train import TrainConfig, data_fn_from_tensor, train_image_score, train_projection  # noqa: E402
+from geoflow.train import EDM_P_MEAN, TrainConfig, data_fn_from_tensor, train_image_score, train_projection  # noqa: E402
 
 N_EVAL = 1000
 
@@ -85,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--param", choices=("eps", "edm"), default="eps", help="the network output's reading")
     ap.add_argument("--base-ch", type=int, default=None, help="U-Net width (default: the set's)")
+    ap.add_argument(
+        "--p-mean",
+        type=float,
+        default=EDM_P_MEAN,
+        help=f"--param edm: mean of log(sigma/alpha) of the training noise levels (EDM's {EDM_P_MEAN})",
+    )
     ap.add_argument("--no-ship", action="store_true")
     ap.add_argument(
         "--out",
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"score {step}/{total} loss {loss:.4f} {time.perf_counter() - t0:.0f}s", flush=True)
 
     model, summary = train_image_score(
-        args.data, VPSDE(), cfg, progress, param=args.param, base_ch=args.base_ch
+        args.data, VPSDE(), cfg, progress, param=args.param, base_ch=args.base_ch, p_mean=args.p_mean
     )
     score_s = time.perf_counter() - t0
     train, _ = load_image_set(args.data, "train")

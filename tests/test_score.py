@@ -76,6 +76,25 @@ def test_edm_train_times_stay_in_range_and_centre_on_edm_noise_levels():
     assert float((log_sig > 3.0).float().mean()) > 0.015
 
 
+def test_edm_p_mean_moves_the_training_noise_levels_and_reaches_the_loss():
+    """A larger p_mean (scripts/train_images.py --p-mean) trains the high noise levels more often."""
+    sde = VPSDE()
+    med = {}
+    for p_mean in (-1.2, -0.5):
+        t = edm_train_times(sde, 20000, torch.Generator().manual_seed(0), p_mean)
+        assert float(t.min()) >= sde.t_min and float(t.max()) <= sde.T
+        log_sig = torch.log(sde.sigma(t) / sde.alpha(t))
+        med[p_mean] = float(log_sig.median())
+    # the log-normal part's centre moves by the 0.7 asked for (the uniform share dilutes it a little)
+    assert 0.45 < med[-0.5] - med[-1.2] < 0.8
+    torch.manual_seed(0)
+    base = make_score_model_2d(VPSDE(), data_std=1.0, width=16, depth=2)
+    model = ScoreModel(base.net, base.sde, data_std=1.0, param="edm")
+    x0 = torch.randn(256, 2)
+    losses = [float(dsm_loss(model, x0, torch.Generator().manual_seed(7), p)) for p in (-1.2, -0.5)]
+    assert losses[0] != losses[1]  # the argument is used, not dropped on the way
+
+
 def test_param_survives_a_checkpoint_and_an_unknown_one_is_refused(tmp_path):
     torch.manual_seed(0)
     base = make_score_model_2d(VPSDE(), data_std=1.3, width=16, depth=2)
