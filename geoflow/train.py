@@ -252,6 +252,7 @@ def train_score(
     rank of a data-parallel job (see :func:`optimise`); ``cfg.batch_size`` is then per rank.
     ``p_mean``: an ``"edm"`` model's training noise levels (:func:`edm_train_times`).
     """
+    parse_float(p_mean, "p_mean (mean log sigma/alpha of the training noise levels)", -5.0, 5.0)
     check_training_memory(model.net, cfg.batch_size)
     device = torch.device(cfg.device if ddp is None else ddp.device)
     model.to(device)

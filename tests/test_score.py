@@ -12,7 +12,14 @@ from torch import nn
 from geoflow.checkpoints import META_KEY, CheckpointError, load_model, save_model
 from geoflow.score import ScoreModel
 from geoflow.sde import VPSDE
-from geoflow.train import dsm_loss, edm_train_times, make_score_model_2d
+from geoflow.train import (
+    TrainConfig,
+    data_fn_from_tensor,
+    dsm_loss,
+    edm_train_times,
+    make_score_model_2d,
+    train_score,
+)
 
 
 class Zero(nn.Module):
@@ -94,6 +101,8 @@ def test_edm_p_mean_moves_the_training_noise_levels_and_reaches_the_loss():
     with torch.no_grad():
         losses = [float(dsm_loss(model, x0, torch.Generator().manual_seed(7), p)) for p in (-1.2, -0.5)]
     assert losses[0] != losses[1]  # the argument is used, not dropped on the way
+    with pytest.raises(ValueError, match="p_mean"):
+        train_score(model, data_fn_from_tensor(x0), TrainConfig(steps=1, batch_size=8), p_mean=float("nan"))
 
 
 def test_param_survives_a_checkpoint_and_an_unknown_one_is_refused(tmp_path):
