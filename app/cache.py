@@ -141,25 +141,25 @@ def cached(key: tuple, compute, spinner: str | None = None) -> Any:
 
 
 def figure(key: tuple, build) -> Any:
-    """A built animated figure and its JSON, shared by every session whose view has the same ``key``.
+    """A built animated figure and its packed bytes, shared by every session whose view has the same ``key``.
 
-    A class following the teacher has one view: the figure is built and serialised once, not once
+    A class following the teacher has one view: the figure is built and packed once, not once
     per session (about 30 ms of the server's one interpreter each). ``key`` must hold everything the
     figure depends on (the page's settings *as values*: a class defined in a page script is a new
     class at every run, so its instances never compare equal; the density's and score's keys, the
     display style). An
     ``AnimatedFigure`` is never changed after it is built (its ``to_dict`` is its raw content), so
-    the JSON stays its own.
+    the packed bytes stay its own.
     """
 
     def make() -> Any:
         fig = build()
-        live_chart.figure_bytes(fig)  # the JSON bytes the live chart sends, made once for every session
+        live_chart.figure_bytes(fig)  # the packed bytes the live chart sends, made once for every session
         return fig
 
-    # the raw figure (arrays as base64 text) and its JSON bytes
+    # the raw figure (arrays as base64 text, about 3x the packed size) and its packed bytes
     value, _ = RUNS.get_or_compute(
-        ("figure", *key), make, size=lambda f: 2 * len(live_chart.figure_bytes(f)[0])
+        ("figure", *key), make, size=lambda f: 4 * len(live_chart.figure_bytes(f)[0])
     )
     return value
 

@@ -4,9 +4,10 @@
 mounts a new chart (plotly's ``newPlot``), and its frontend copies the figure's JSON through
 ``JSON.stringify`` / ``replaceAll`` / ``JSON.parse`` several times; for a 3 MB animation that was
 most of the redraw (benchmarks/RESULTS.md, "app"). This component (``app/live_plot/index.html``)
-keeps one iframe per key: the figure's JSON arrives as raw bytes (no base64, no JSON-in-JSON), is
-parsed once and handed to ``Plotly.react`` on the same div, so a zoom survives (``uirevision``,
-kept in the tab's sessionStorage if the frame is remounted). The figure's frame slider is drawn by
+keeps one iframe per key: the figure arrives as raw bytes packed by :mod:`geoflow.wire` (its arrays
+in one binary body, particle positions as int16: a third of the JSON's size), is decoded once and
+handed to ``Plotly.react`` on the same div, so a zoom survives (``uirevision``, kept in the tab's
+sessionStorage if the frame is remounted). The figure's frame slider is drawn by
 the page as an HTML range input (plotly's own slider lays out its ~200 labelled steps on every
 redraw); Play / Pause remain plotly's buttons. plotly.js is the plotly Python package's own file,
 copied next to the page once per process: nothing is downloaded.
@@ -15,6 +16,7 @@ copied next to the page once per process: nothing is downloaded.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tempfile
 from functools import lru_cache
@@ -23,6 +25,8 @@ from typing import Any
 
 import plotly
 import streamlit.components.v1 as components
+
+from geoflow import wire
 
 HERE = Path(__file__).resolve().parent
 PAGE = HERE / "live_plot" / "index.html"
@@ -61,16 +65,19 @@ def _component() -> Any:
 
 
 def figure_bytes(fig: Any) -> tuple[bytes, str]:
-    """The figure's plotly JSON as UTF-8 and its content hash, kept on the figure after the first call.
+    """The figure packed for the browser (:func:`geoflow.wire.pack_figure`) and its content hash.
 
-    A figure from ``app/cache.figure`` is shared by every session and never changed, so its bytes
-    are made once for all of them.
+    Kept on the figure after the first call: a figure from ``app/cache.figure`` is shared by every
+    session and never changed, so its bytes are made once for all of them.
     """
     cached = getattr(fig, "_geoflow_bytes", None)
     if cached is None:
-        import plotly.io as pio
+        raw = getattr(fig, "raw", None)
+        if raw is None:  # any other plotly figure: its JSON (typed arrays for numpy arrays) first
+            import plotly.io as pio
 
-        data = pio.to_json(fig, validate=False).encode()
+            raw = json.loads(pio.to_json(fig, validate=False))
+        data = wire.pack_figure(raw)
         cached = (data, hashlib.blake2b(data, digest_size=12).hexdigest())
         fig._geoflow_bytes = cached
     return cached

@@ -2,7 +2,8 @@
 
 Most pages use ``st.plotly_chart`` (its figure is the element's ``spec``); the Flows page draws its
 animation with the live chart component (``app/live_chart.py``), whose figure travels as the bytes
-argument ``figure``. Both come back here as plotly figure dicts, plotly charts first.
+argument ``figure``, packed by ``geoflow.wire``. Both come back here as plotly figure dicts, plotly
+charts first.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import sys
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
+
+from geoflow import wire
 
 if str(Path(__file__).resolve().parents[1] / "app") not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))
@@ -33,7 +36,7 @@ def live_figure_bytes(element) -> bytes:
 def chart_specs(at: AppTest) -> list[dict]:
     """Every chart's figure: the ``st.plotly_chart`` ones, then the live charts."""
     plain = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    return plain + [json.loads(live_figure_bytes(c)) for c in live_charts(at)]
+    return plain + [wire.unpack_figure(live_figure_bytes(c)) for c in live_charts(at)]
 
 
 def chart_count(at: AppTest) -> int:

@@ -387,3 +387,54 @@ def test_zoom_survives_a_settings_change(server, page, path):
         pass
     after = fr.evaluate(f"{PLOT}._fullLayout.xaxis.range")
     assert abs(after[0] - zoomed[0]) < 1e-6 and abs(after[1] - zoomed[1]) < 1e-6, (zoomed, after)
+
+
+def test_live_chart_decodes_packed_figures_as_python_does(page):
+    """The live chart's decoder (app/live_plot/index.html) against geoflow.wire.unpack_figure, value for
+    value: quantised arrays with NaN breaks, a log-axis array kept as float32, a 2-D uint8 grid."""
+    from geoflow import figures, wire
+
+    sys.path.insert(0, str(ROOT / "app"))
+    import live_chart
+
+    rng = np.random.default_rng(1)
+    pts = (rng.normal(size=3000) * 2.5).astype(np.float32)
+    pts[[5, 600]] = np.nan
+    kl = np.geomspace(1e-4, 3, 120).astype(np.float32)
+    fig = {
+        "data": [
+            {"type": "scatter", "x": pts, "y": pts[::-1].copy()},
+            {"type": "scatter", "x": kl, "y": kl, "xaxis": "x2", "yaxis": "y2"},
+            {"type": "contour", "z": rng.integers(0, 255, (40, 30)).astype(np.uint8)},
+        ],
+        "layout": {"yaxis2": {"type": "log"}, "title": {"text": "packed"}},
+        "frames": [{"name": "0", "data": [{"x": pts[::-1].copy()}], "traces": [0]}],
+    }
+    blob = wire.pack_figure(fig)
+    want = wire.unpack_figure(blob)
+    page.goto((live_chart.served_dir() / "index.html").as_uri())
+    page.wait_for_function("typeof window.__gfReadFigure === 'function'")
+    got = page.evaluate(
+        """(bytes) => {
+            const f = window.__gfReadFigure(new Uint8Array(bytes));
+            const typed = (s) => s.dtype === "u1" ? new Uint8Array(s.bdata) : new Float32Array(s.bdata);
+            const arr = (s) => ({dtype: s.dtype, shape: s.shape === undefined ? null : String(s.shape),
+                                 v: Array.from(typed(s)).map((x) => Number.isNaN(x) ? "nan" : x)});
+            return {x0: arr(f.data[0].x), y0: arr(f.data[0].y), y1: arr(f.data[1].y), z2: arr(f.data[2].z),
+                    fx: arr(f.frames[0].data[0].x), title: f.layout.title.text};
+        }""",
+        list(blob),
+    )
+    assert got["title"] == "packed"
+    for key, spec in (
+        ("x0", want["data"][0]["x"]),
+        ("y0", want["data"][0]["y"]),
+        ("y1", want["data"][1]["y"]),
+        ("z2", want["data"][2]["z"]),
+        ("fx", want["frames"][0]["data"][0]["x"]),
+    ):
+        a = figures._decode_typed(spec).ravel()
+        b = np.array([np.nan if v == "nan" else v for v in got[key]["v"]], dtype=a.dtype)
+        assert got[key]["dtype"] == spec["dtype"], key
+        assert got[key]["shape"] == spec.get("shape"), key
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), key  # the same float32 numbers
